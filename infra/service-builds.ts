@@ -1,0 +1,31 @@
+import * as path from "node:path";
+
+/**
+ * Where each service image is built from: the one definition shared by the Pulumi program
+ * (`infra/images.ts`) and the container tests (`test/containers/`), so the two cannot drift.
+ * Paths are relative to the repository root, which is also the Pulumi project directory.
+ */
+export interface ServiceBuild {
+  /** Build context, relative to the repository root. */
+  context: string;
+  /** Dockerfile, relative to the repository root. */
+  dockerfile: string;
+}
+
+export const serviceBuilds = {
+  master: { context: "services/master", dockerfile: "services/master/Dockerfile" },
+  worker: { context: "services/worker", dockerfile: "services/worker/Dockerfile" },
+} as const satisfies Record<string, ServiceBuild>;
+
+export type ServiceName = keyof typeof serviceBuilds;
+
+/** The platform every image is built for: GKE's default node pools are amd64. */
+export const imagePlatform = "linux/amd64";
+
+/** The repository root, resolved from this file so it does not depend on the working directory. */
+export const repoRoot = path.resolve(__dirname, "..");
+
+/** An absolute path inside the repository, for tools that need one. */
+export function fromRepoRoot(relative: string): string {
+  return path.join(repoRoot, relative);
+}
