@@ -1,0 +1,145 @@
+import { isIP } from "node:net";
+import { z } from "zod";
+
+/** The master's settings, read once from the environment (see docs/protocol.md). */
+export interface MasterConfig {
+  port: number;
+  host: string;
+  /** When set, `/v1/*` needs `Authorization: Bearer <apiToken>`. */
+  apiToken: string | undefined;
+  /** `/worker/v1/*` always needs `Authorization: Bearer <workerToken>`. */
+  workerToken: string;
+  leaseSeconds: number;
+  maxAttempts: number;
+  taskTimeoutSeconds: number;
+  resultTtlSeconds: number;
+  resultMaxCount: number;
+  retryBackoffMs: number;
+  bodyLimitBytes: number;
+  shutdownGraceSeconds: number;
+  logLevel: LogLevel;
+}
+
+export const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+export type LogLevel = (typeof logLevels)[number];
+
+/** Thrown when the environment is invalid; `problems` holds one line per bad variable. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration: ${problems.join("; ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+// Each variable is parsed from its raw string so the message can quote exactly what was given.
+function integer(name: string, min: number, max: number, fallback: number) {
+  const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`;
+  return z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (raw === undefined) return fallback;
+      const value = /^[0-9]+$/.test(raw) ? Number(raw) : Number.NaN;
+      if (!Number.isSafeInteger(value) || value < min || value > max) {
+        ctx.addIssue({
+          code: "custom",
+          message: `${name} must be an integer ${range} (got ${JSON.stringify(raw)})`,
+        });
+        return z.NEVER;
+      }
+      return value;
+    });
+}
+
+// A token's value never appears in a message: it is a secret even when it is malformed.
+function token(name: string, required: boolean) {
+  return z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (raw === undefined && !required) return undefined;
+      if (raw === undefined || raw.trim() === "") {
+        ctx.addIssue({
+          code: "custom",
+          message: required
+            ? `${name} must be set to a non-empty string`
+            : `${name} must be a non-empty string when set`,
+        });
+        return z.NEVER;
+      }
+      return raw;
+    });
+}
+
+const hostname =
+  /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+
+const envSchema = z.object({
+  PORT: integer("PORT", 1, 65535, 8080),
+  HOST: z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (raw === undefined) return "0.0.0.0";
+      if (isIP(raw) === 0 && !hostname.test(raw)) {
+        ctx.addIssue({
+          code: "custom",
+          message: `HOST must be an IP address or a host name to listen on (got ${JSON.stringify(raw)})`,
+        });
+        return z.NEVER;
+      }
+      return raw;
+    }),
+  API_TOKEN: token("API_TOKEN", false),
+  WORKER_TOKEN: token("WORKER_TOKEN", true),
+  LEASE_SECONDS: integer("LEASE_SECONDS", 1, 3600, 30),
+  MAX_ATTEMPTS: integer("MAX_ATTEMPTS", 1, 100, 3),
+  TASK_TIMEOUT_SECONDS: integer("TASK_TIMEOUT_SECONDS", 1, 86400, 300),
+  RESULT_TTL_SECONDS: integer("RESULT_TTL_SECONDS", 1, 2592000, 3600),
+  RESULT_MAX_COUNT: integer("RESULT_MAX_COUNT", 1, Number.MAX_SAFE_INTEGER, 100000),
+  RETRY_BACKOFF_MS: integer("RETRY_BACKOFF_MS", 0, 600000, 1000),
+  BODY_LIMIT_BYTES: integer("BODY_LIMIT_BYTES", 1024, Number.MAX_SAFE_INTEGER, 1048576),
+  SHUTDOWN_GRACE_SECONDS: integer("SHUTDOWN_GRACE_SECONDS", 0, 3600, 25),
+  LOG_LEVEL: z
+    .string()
+    .optional()
+    .transform((raw, ctx): LogLevel => {
+      if (raw === undefined) return "info";
+      if (!(logLevels as readonly string[]).includes(raw)) {
+        ctx.addIssue({
+          code: "custom",
+          message: `LOG_LEVEL must be one of ${logLevels.join(", ")} (got ${JSON.stringify(raw)})`,
+        });
+        return z.NEVER;
+      }
+      return raw as LogLevel;
+    }),
+});
+
+/**
+ * Reads and validates the master's environment. Every bad variable is reported at once, each in
+ * one line that names it, so a misconfigured pod says everything wrong in its first log line.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): MasterConfig {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((issue) => issue.message));
+  }
+  const e = parsed.data;
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    apiToken: e.API_TOKEN,
+    // The schema has already failed when the worker token is missing.
+    workerToken: e.WORKER_TOKEN as string,
+    leaseSeconds: e.LEASE_SECONDS,
+    maxAttempts: e.MAX_ATTEMPTS,
+    taskTimeoutSeconds: e.TASK_TIMEOUT_SECONDS,
+    resultTtlSeconds: e.RESULT_TTL_SECONDS,
+    resultMaxCount: e.RESULT_MAX_COUNT,
+    retryBackoffMs: e.RETRY_BACKOFF_MS,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    shutdownGraceSeconds: e.SHUTDOWN_GRACE_SECONDS,
+    logLevel: e.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,94 @@
+import type {
+  FastifyError,
+  FastifyReply,
+  FastifyRequest,
+  FastifySchemaValidationError,
+} from "fastify";
+
+/** Every error the API returns has this body: a stable code and a message naming the problem. */
+export interface ErrorBody {
+  error: string;
+  message: string;
+}
+
+const codeByStatus: Record<number, string> = {
+  400: "BadRequest",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "NotFound",
+  405: "MethodNotAllowed",
+  408: "RequestTimeout",
+  413: "PayloadTooLarge",
+  415: "UnsupportedMediaType",
+  429: "TooManyRequests",
+  503: "ServiceUnavailable",
+};
+
+export function errorBody(status: number, message: string): ErrorBody {
+  return {
+    error: codeByStatus[status] ?? (status >= 500 ? "InternalServerError" : "BadRequest"),
+    message,
+  };
+}
+
+/**
+ * Turns ajv's first error into one sentence that starts with the field's path
+ * ("body/tasks/3/type must be string"), including for the keywords whose stock message leaves the
+ * field out (an unknown or a missing property).
+ */
+export function formatSchemaError(errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const first = errors[0];
+  if (first === undefined) return new Error(`${dataVar} is not valid`);
+  const path = `${dataVar}${first.instancePath}`;
+  const params = first.params as Record<string, unknown>;
+  let message: string;
+  switch (first.keyword) {
+    case "required":
+      message = `${path}/${String(params.missingProperty)} is required`;
+      break;
+    case "additionalProperties":
+      message = `${path}/${String(params.additionalProperty)} is not an allowed property`;
+      break;
+    case "enum":
+      message = `${path} must be one of ${JSON.stringify(params.allowedValues)}`;
+      break;
+    default:
+      message = `${path} ${first.message ?? "is not valid"}`;
+  }
+  return new Error(message);
+}
+
+/**
+ * The one error handler: 4xx answers say what was wrong with the request, anything else is logged
+ * and answered without internals.
+ */
+export function handleError(
+  bodyLimitBytes: number,
+): (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => void {
+  return (error, request, reply) => {
+    if (error.validation !== undefined) {
+      reply.code(400).send(errorBody(400, error.message));
+      return;
+    }
+    const status = error.statusCode ?? 500;
+    let message = error.message;
+    switch (error.code) {
+      case "FST_ERR_CTP_BODY_TOO_LARGE":
+        message = `body is larger than the limit of ${bodyLimitBytes} bytes`;
+        break;
+      case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+        message = `content-type must be application/json (got ${JSON.stringify(request.headers["content-type"] ?? "")})`;
+        break;
+      case "FST_ERR_CTP_EMPTY_JSON_BODY":
+        message = "body is empty but content-type is application/json";
+        break;
+    }
+    if (status >= 400 && status < 500) {
+      request.log.debug({ err: error, status }, "request rejected");
+      reply.code(status).send(errorBody(status, message));
+      return;
+    }
+    request.log.error({ err: error }, "request failed");
+    reply.code(500).send(errorBody(500, "internal error"));
+  };
+}

@@ -1,0 +1,103 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { StoreObserver, StoreStats } from "./store/task-store.js";
+
+/** The master's Prometheus metrics, each app with its own registry (tests build many apps). */
+export interface MasterMetrics {
+  registry: Registry;
+  /** Feeds the task counters; give it to the store. */
+  observer: StoreObserver;
+  httpDuration: Histogram<"method" | "route" | "status_code">;
+  /** Where the gauges read the store's figures from on each scrape. */
+  setStatsSource(source: () => Promise<StoreStats>): void;
+}
+
+export function createMetrics(): MasterMetrics {
+  const registry = new Registry();
+  // Process metrics (CPU, memory, event loop lag, GC) under the same prefix as the rest.
+  collectDefaultMetrics({ register: registry, prefix: "taskfleet_" });
+
+  let statsSource: (() => Promise<StoreStats>) | undefined;
+  const registers = [registry];
+
+  const submitted = new Counter({
+    name: "taskfleet_tasks_submitted_total",
+    help: "Tasks created (an idempotent resubmission does not count).",
+    registers,
+  });
+  const finished = new Counter({
+    name: "taskfleet_tasks_finished_total",
+    help: "Tasks that reached a final status.",
+    labelNames: ["status"] as const,
+    registers,
+  });
+  const attempts = new Counter({
+    name: "taskfleet_task_attempts_total",
+    help: "Attempts that ended: reported succeeded or failed by a worker, or expired with the lease.",
+    labelNames: ["outcome"] as const,
+    registers,
+  });
+  const leaseExpirations = new Counter({
+    name: "taskfleet_lease_expirations_total",
+    help: "Leases that ran out before the worker completed or renewed them.",
+    registers,
+  });
+  const runSeconds = new Histogram({
+    name: "taskfleet_task_run_seconds",
+    help: "Time from lease to the end of an attempt.",
+    labelNames: ["outcome"] as const,
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600],
+    registers,
+  });
+  new Gauge({
+    name: "taskfleet_tasks",
+    help: "Tasks the master holds, by status (queued includes delayed retries).",
+    labelNames: ["status"] as const,
+    registers,
+    async collect() {
+      if (statsSource === undefined) return;
+      const stats = await statsSource();
+      this.set({ status: "queued" }, stats.queued);
+      this.set({ status: "delayed" }, stats.delayed);
+      this.set({ status: "running" }, stats.running);
+      this.set({ status: "retained" }, stats.retained);
+    },
+  });
+  new Gauge({
+    name: "taskfleet_active_workers",
+    help: "Distinct workers seen on the worker routes in the last minute.",
+    registers,
+    async collect() {
+      if (statsSource !== undefined) this.set((await statsSource()).activeWorkers);
+    },
+  });
+  const httpDuration = new Histogram({
+    name: "taskfleet_http_request_duration_seconds",
+    help: "HTTP request duration by route (the route pattern, not the path).",
+    labelNames: ["method", "route", "status_code"] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30, 60],
+    registers,
+  });
+
+  const observer: StoreObserver = {
+    submitted(count) {
+      submitted.inc(count);
+    },
+    attemptEnded(outcome, seconds) {
+      attempts.inc({ outcome });
+      runSeconds.observe({ outcome }, seconds);
+      if (outcome === "expired") leaseExpirations.inc();
+    },
+    finished(status) {
+      finished.inc({ status });
+    },
+  };
+
+  return {
+    registry,
+    observer,
+    httpDuration,
+    setStatsSource(source) {
+      statsSource = source;
+    },
+  };
+}

@@ -1,0 +1,111 @@
+/** Limits of the public and worker APIs; docs/api.md lists the same numbers. */
+export const limits = {
+  typeMaxLength: 100,
+  idempotencyKeyMaxLength: 200,
+  maxAttempts: 100,
+  timeoutSeconds: 86_400,
+  batchMaxTasks: 10_000,
+  waitSecondsMax: 60,
+  workerIdMaxLength: 200,
+  leaseMax: 256,
+  leaseWaitMsMax: 30_000,
+  /** Leases or results in one renew, complete or release call. */
+  workerBatchMax: 10_000,
+} as const;
+
+export const taskTypePattern = "^[a-z0-9][a-z0-9_.:-]*$";
+
+export const taskSpecSchema = {
+  type: "object",
+  required: ["type", "payload"],
+  additionalProperties: false,
+  properties: {
+    type: {
+      type: "string",
+      minLength: 1,
+      maxLength: limits.typeMaxLength,
+      pattern: taskTypePattern,
+    },
+    payload: {},
+    idempotencyKey: { type: "string", minLength: 1, maxLength: limits.idempotencyKeyMaxLength },
+    maxAttempts: { type: "integer", minimum: 1, maximum: limits.maxAttempts },
+    timeoutSeconds: { type: "integer", minimum: 1, maximum: limits.timeoutSeconds },
+  },
+} as const;
+
+export const batchSchema = {
+  type: "object",
+  required: ["tasks"],
+  additionalProperties: false,
+  properties: {
+    tasks: { type: "array", minItems: 1, maxItems: limits.batchMaxTasks, items: taskSpecSchema },
+  },
+} as const;
+
+export const taskIdParamsSchema = {
+  type: "object",
+  required: ["id"],
+  properties: { id: { type: "string", minLength: 1, maxLength: 64 } },
+} as const;
+
+const workerId = { type: "string", minLength: 1, maxLength: limits.workerIdMaxLength } as const;
+const ref = { type: "string", minLength: 1, maxLength: 64 } as const;
+
+const leaseRefs = {
+  type: "array",
+  maxItems: limits.workerBatchMax,
+  items: {
+    type: "object",
+    required: ["id", "leaseId"],
+    additionalProperties: false,
+    properties: { id: ref, leaseId: ref },
+  },
+} as const;
+
+export const leaseRequestSchema = {
+  type: "object",
+  required: ["workerId"],
+  additionalProperties: false,
+  properties: {
+    workerId,
+    max: { type: "integer", minimum: 1, maximum: limits.leaseMax },
+    waitMs: { type: "integer", minimum: 0, maximum: limits.leaseWaitMsMax },
+  },
+} as const;
+
+export const leaseRefsRequestSchema = {
+  type: "object",
+  required: ["workerId", "leases"],
+  additionalProperties: false,
+  properties: { workerId, leases: leaseRefs },
+} as const;
+
+export const completeRequestSchema = {
+  type: "object",
+  required: ["workerId", "results"],
+  additionalProperties: false,
+  properties: {
+    workerId,
+    results: {
+      type: "array",
+      maxItems: limits.workerBatchMax,
+      items: {
+        type: "object",
+        required: ["id", "leaseId", "ok"],
+        additionalProperties: false,
+        properties: {
+          id: ref,
+          leaseId: ref,
+          ok: { type: "boolean" },
+          result: {},
+          error: { type: "string" },
+          retryable: { type: "boolean" },
+        },
+        // A failure must say what went wrong.
+        if: { properties: { ok: { const: false } } },
+        // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword, not a promise.
+        then: { required: ["error"] },
+      },
+    },
+  },
+} as const;

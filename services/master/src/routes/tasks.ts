@@ -1,0 +1,115 @@
+import type { FastifyInstance, FastifyReply } from "fastify";
+import { requireBearer } from "../auth.js";
+import { errorBody } from "../http-errors.js";
+import type { TaskSpec, TaskStore, TaskView } from "../store/task-store.js";
+import { abortWhenClientLeaves } from "./abort.js";
+import { batchSchema, limits, taskIdParamsSchema, taskSpecSchema } from "./schemas.js";
+
+export interface TaskRoutesOptions {
+  store: TaskStore;
+  apiToken: string | undefined;
+  /** Applied to tasks that do not set `maxAttempts`. */
+  defaultMaxAttempts: number;
+  /** Applied to tasks that do not set `timeoutSeconds`. */
+  defaultTimeoutSeconds: number;
+}
+
+interface TaskSpecBody {
+  type: string;
+  payload: unknown;
+  idempotencyKey?: string;
+  maxAttempts?: number;
+  timeoutSeconds?: number;
+}
+
+/** The public API, mounted under `/v1`. */
+export async function taskRoutes(app: FastifyInstance, options: TaskRoutesOptions): Promise<void> {
+  const { store } = options;
+  if (options.apiToken !== undefined) app.addHook("onRequest", requireBearer(options.apiToken));
+
+  const toSpec = (body: TaskSpecBody): TaskSpec => ({
+    type: body.type,
+    payload: body.payload,
+    idempotencyKey: body.idempotencyKey,
+    maxAttempts: body.maxAttempts ?? options.defaultMaxAttempts,
+    timeoutSeconds: body.timeoutSeconds ?? options.defaultTimeoutSeconds,
+  });
+
+  const refuseWhileDraining = (reply: FastifyReply): boolean => {
+    if (!store.draining) return false;
+    reply.code(503).send(errorBody(503, "the master is shutting down and accepts no new tasks"));
+    return true;
+  };
+
+  app.post<{ Body: TaskSpecBody }>(
+    "/tasks",
+    { schema: { body: taskSpecSchema } },
+    async (request, reply) => {
+      if (refuseWhileDraining(reply)) return reply;
+      const [outcome] = await store.submit([toSpec(request.body)]);
+      if (outcome === undefined) throw new Error("store returned no outcome for a submitted task");
+      reply.code(outcome.created ? 202 : 200);
+      return { id: outcome.id, status: outcome.status };
+    },
+  );
+
+  app.post<{ Body: { tasks: TaskSpecBody[] } }>(
+    "/tasks/batch",
+    { schema: { body: batchSchema } },
+    async (request, reply) => {
+      if (refuseWhileDraining(reply)) return reply;
+      const outcomes = await store.submit(request.body.tasks.map(toSpec));
+      reply.code(202);
+      return { ids: outcomes.map((outcome) => outcome.id) };
+    },
+  );
+
+  app.get<{ Params: { id: string }; Querystring: { waitSeconds?: string } }>(
+    "/tasks/:id",
+    { schema: { params: taskIdParamsSchema } },
+    async (request, reply) => {
+      const waitSeconds = parseWaitSeconds(request.query.waitSeconds);
+      if (typeof waitSeconds === "string") {
+        return reply.code(400).send(errorBody(400, waitSeconds));
+      }
+      const { id } = request.params;
+      const task =
+        waitSeconds > 0
+          ? await store.waitForFinish(id, waitSeconds * 1000, abortWhenClientLeaves(reply))
+          : await store.get(id);
+      if (task === undefined) {
+        return reply.code(404).send(errorBody(404, `task ${JSON.stringify(id)} does not exist`));
+      }
+      return present(task);
+    },
+  );
+
+  app.get("/stats", async () => store.stats());
+}
+
+/** The number of seconds to wait, or a message saying why the value is not allowed. */
+function parseWaitSeconds(raw: string | string[] | undefined): number | string {
+  if (raw === undefined) return 0;
+  const value = typeof raw === "string" && /^[0-9]{1,5}$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!(value <= limits.waitSecondsMax)) {
+    return `querystring/waitSeconds must be an integer from 0 to ${limits.waitSecondsMax} (got ${JSON.stringify(raw)})`;
+  }
+  return value;
+}
+
+/** The API shows times as ISO-8601 strings; the store keeps milliseconds. */
+function present(task: TaskView) {
+  return {
+    id: task.id,
+    type: task.type,
+    status: task.status,
+    attempts: task.attempts,
+    ...(task.status === "succeeded" ? { result: task.result } : {}),
+    ...(task.error !== undefined ? { error: task.error } : {}),
+    createdAt: new Date(task.createdAt).toISOString(),
+    ...(task.startedAt !== undefined ? { startedAt: new Date(task.startedAt).toISOString() } : {}),
+    ...(task.finishedAt !== undefined
+      ? { finishedAt: new Date(task.finishedAt).toISOString() }
+      : {}),
+  };
+}

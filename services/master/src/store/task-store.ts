@@ -1,0 +1,121 @@
+/**
+ * The master's state behind one interface, so the in-memory store can be swapped for a durable
+ * one (Redis is next) without touching the routes. Every method returns a promise even where the
+ * memory store could answer at once: a networked backend cannot.
+ */
+
+export type TaskStatus = "queued" | "running" | "succeeded" | "failed";
+
+/** What a client asks for when it submits a task; defaults are already applied. */
+export interface TaskSpec {
+  type: string;
+  payload: unknown;
+  idempotencyKey?: string | undefined;
+  maxAttempts: number;
+  timeoutSeconds: number;
+}
+
+/** A task as the public API shows it. Times are milliseconds since the epoch. */
+export interface TaskView {
+  id: string;
+  type: string;
+  status: TaskStatus;
+  attempts: number;
+  result?: unknown;
+  error?: string;
+  createdAt: number;
+  startedAt?: number;
+  finishedAt?: number;
+}
+
+export interface SubmitOutcome {
+  id: string;
+  status: TaskStatus;
+  /** False when the idempotency key matched a task that already exists. */
+  created: boolean;
+}
+
+/** A task handed to a worker under a fresh lease. */
+export interface LeasedTask {
+  id: string;
+  leaseId: string;
+  type: string;
+  payload: unknown;
+  /** 1 for the first attempt. */
+  attempt: number;
+  timeoutSeconds: number;
+}
+
+export interface LeaseRef {
+  id: string;
+  leaseId: string;
+}
+
+export type Completion =
+  | { id: string; leaseId: string; ok: true; result?: unknown }
+  | { id: string; leaseId: string; ok: false; error: string; retryable: boolean };
+
+export type RejectReason = "not_found" | "lease_lost";
+
+export interface CompleteOutcome {
+  accepted: string[];
+  rejected: { id: string; reason: RejectReason }[];
+}
+
+export interface StoreStats {
+  /** Tasks waiting for a worker, including those waiting out a retry backoff. */
+  queued: number;
+  /** The part of `queued` still waiting out a retry backoff. */
+  delayed: number;
+  running: number;
+  /** Tasks that succeeded since the master started. */
+  succeeded: number;
+  /** Tasks that failed for good since the master started. */
+  failed: number;
+  /** Finished tasks still kept (until RESULT_TTL_SECONDS or RESULT_MAX_COUNT drops them). */
+  retained: number;
+  /** Distinct worker ids seen on the worker routes recently. */
+  activeWorkers: number;
+}
+
+export interface TaskStore {
+  /** Creates tasks in order; a known idempotency key yields the existing task instead. */
+  submit(specs: readonly TaskSpec[]): Promise<SubmitOutcome[]>;
+  get(id: string): Promise<TaskView | undefined>;
+  /**
+   * Resolves with the task once it is finished, or as it stands when `timeoutMs` passes, `signal`
+   * aborts or the store closes; `undefined` when the task does not exist.
+   */
+  waitForFinish(id: string, timeoutMs: number, signal?: AbortSignal): Promise<TaskView | undefined>;
+  /**
+   * Leases up to `max` queued tasks to `workerId`. When none is queued, waits up to `waitMs` for
+   * one (long poll); a task queued meanwhile is handed over at once.
+   */
+  lease(workerId: string, max: number, waitMs: number, signal?: AbortSignal): Promise<LeasedTask[]>;
+  renew(
+    workerId: string,
+    leases: readonly LeaseRef[],
+  ): Promise<{ renewed: string[]; lost: string[] }>;
+  complete(workerId: string, results: readonly Completion[]): Promise<CompleteOutcome>;
+  release(workerId: string, leases: readonly LeaseRef[]): Promise<{ released: string[] }>;
+  stats(): Promise<StoreStats>;
+  /** Seconds a lease lasts unless renewed. */
+  readonly leaseSeconds: number;
+  /** True once `drain()` has been called. */
+  readonly draining: boolean;
+  /**
+   * Stops handing out work: pending long polls are answered (leases empty, tasks as they stand)
+   * and later leases return at once with nothing. Renewals and completions still work.
+   */
+  drain(): void;
+  /** Drains and stops background timers. */
+  close(): Promise<void>;
+}
+
+/** Hooks the store calls as tasks move, so metrics stay out of the store. */
+export interface StoreObserver {
+  submitted(count: number): void;
+  /** One attempt ended: reported by the worker, or its lease expired. */
+  attemptEnded(outcome: "succeeded" | "failed" | "expired", runSeconds: number): void;
+  finished(status: "succeeded" | "failed"): void;
+}
