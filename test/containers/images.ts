@@ -1,0 +1,212 @@
+import { readFile } from "node:fs/promises";
+import type Docker from "dockerode";
+import { packBuildContext } from "./build-context.js";
+
+/** What to build: absolute paths, as `fromRepoRoot` gives them. */
+export interface ImageBuildRequest {
+  /** Names the image in messages ("master"). */
+  name: string;
+  contextDir: string;
+  dockerfilePath: string;
+  tag: string;
+  /** `os/arch`, passed to the engine when it accepts a platform. */
+  platform?: string;
+}
+
+/** One message of the engine's build progress stream (classic builder). */
+interface BuildEvent {
+  stream?: string;
+  status?: string;
+  error?: string;
+  errorDetail?: { message?: string };
+  aux?: { ID?: string };
+}
+
+const logTailLines = 40;
+
+/** A build the engine refused or a step that failed; the message carries the failing step and the log tail. */
+export class ImageBuildError extends Error {
+  override name = "ImageBuildError";
+}
+
+/**
+ * Builds one image through the Engine API from exactly the context and Dockerfile given, with
+ * host networking (the only network some engines have; on others the build simply uses the
+ * host's network). Resolves to the image id. A failed step rejects with the step, the engine's
+ * error and the last lines of the build log, so a broken Dockerfile is diagnosed from the test
+ * output alone.
+ */
+export async function buildImage(docker: Docker, request: ImageBuildRequest): Promise<string> {
+  try {
+    return await buildOnce(docker, request, request.platform);
+  } catch (error) {
+    // Some engines (old API versions, builders without multi-platform support) reject the
+    // platform option itself before any step runs; the build is still meaningful without it.
+    if (request.platform && error instanceof PlatformRejectedError) {
+      return buildOnce(docker, request, undefined);
+    }
+    throw error;
+  }
+}
+
+class PlatformRejectedError extends Error {}
+
+async function buildOnce(
+  docker: Docker,
+  request: ImageBuildRequest,
+  platform: string | undefined,
+): Promise<string> {
+  const context = await packBuildContext(request.contextDir, request.dockerfilePath);
+  const options: Docker.ImageBuildOptions = {
+    t: request.tag,
+    dockerfile: context.dockerfile,
+    networkmode: "host",
+    rm: true,
+    forcerm: true,
+    labels: { "taskfleet.test": "containers" },
+    ...(platform ? { platform } : {}),
+  };
+  let stream: NodeJS.ReadableStream;
+  try {
+    stream = await docker.buildImage(context.tar, options);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (platform && /platform/i.test(message)) throw new PlatformRejectedError(message);
+    throw new ImageBuildError(`building the ${request.name} image: the engine refused: ${message}`);
+  }
+
+  const log: string[] = [];
+  let currentStep = "(before the first step)";
+  let imageId: string | undefined;
+  let failure: string | undefined;
+  const events = await new Promise<BuildEvent[]>((resolve, reject) => {
+    docker.modem.followProgress(
+      stream,
+      (error: Error | null, output: BuildEvent[]) => (error ? reject(error) : resolve(output)),
+      (event: BuildEvent) => {
+        const text = event.stream ?? event.status;
+        if (text) {
+          for (const line of text.split("\n")) {
+            if (line.trim() === "") continue;
+            log.push(line);
+            if (/^Step \d+\/\d+ : /.test(line)) currentStep = line;
+          }
+          if (log.length > logTailLines * 4) log.splice(0, log.length - logTailLines);
+        }
+        if (event.aux?.ID) imageId = event.aux.ID;
+        if (event.error || event.errorDetail) {
+          failure ??= event.errorDetail?.message ?? event.error;
+        }
+      },
+    );
+  });
+  if (failure === undefined) failure = events.find((event) => event.error)?.error;
+  if (failure !== undefined) {
+    if (platform && currentStep === "(before the first step)" && /platform/i.test(failure)) {
+      throw new PlatformRejectedError(failure);
+    }
+    throw new ImageBuildError(
+      `building the ${request.name} image failed at ${JSON.stringify(currentStep)}: ${failure.trim()}\n` +
+        `--- last ${logTailLines} lines of the build log ---\n${log.slice(-logTailLines).join("\n")}`,
+    );
+  }
+  if (imageId === undefined) imageId = (await docker.getImage(request.tag).inspect()).Id;
+  return imageId;
+}
+
+/**
+ * The user the image runs as, when it is a non-root numeric uid (optionally `uid:gid`); throws
+ * otherwise. Kubernetes can only enforce `runAsNonRoot` against a numeric user, so a name such
+ * as `node` counts as a defect even though it is not root.
+ */
+export async function nonRootUser(docker: Docker, tag: string): Promise<string> {
+  const user = (await docker.getImage(tag).inspect()).Config.User ?? "";
+  const match = /^(\d+)(?::(\d+))?$/.exec(user);
+  if (!match || Number(match[1]) === 0) {
+    throw new Error(
+      `image ${tag} runs as user ${JSON.stringify(user)}: its Dockerfile must end with USER <uid>:<gid>, ` +
+        "a numeric non-zero uid, so that runAsNonRoot can be enforced",
+    );
+  }
+  return user;
+}
+
+/**
+ * The image the Dockerfile's final stage starts from (a `FROM` that names an earlier stage is
+ * followed back to that stage's own base).
+ */
+export async function finalBaseImage(dockerfilePath: string): Promise<string> {
+  const text = await readFile(dockerfilePath, "utf8");
+  const args = new Map<string, string>();
+  const stages = new Map<string, string>();
+  let last: string | undefined;
+  for (const rawLine of text.replace(/\\\r?\n/g, " ").split(/\r?\n/)) {
+    const line = rawLine.trim();
+    const arg = /^ARG\s+([A-Za-z_][A-Za-z0-9_]*)=("?)([^"\s]*)\2\s*$/i.exec(line);
+    if (arg && last === undefined) args.set(arg[1], arg[3]);
+    const from = /^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?/i.exec(line);
+    if (!from) continue;
+    const image = from[1].replace(
+      /\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?/g,
+      (_, name: string) => args.get(name) ?? "",
+    );
+    const resolved = stages.get(image.toLowerCase()) ?? image;
+    if (from[2]) stages.set(from[2].toLowerCase(), resolved);
+    last = resolved;
+  }
+  if (last === undefined) throw new Error(`${dockerfilePath} has no FROM line`);
+  return last;
+}
+
+/** What a Dockerfile adds on top of its base image. */
+export interface ImageGrowth {
+  image: string;
+  base: string;
+  /** Bytes in the layers above the base's own layers. */
+  addedBytes: number;
+  /** The steps that added the most, largest first, with their sizes in bytes. */
+  largestSteps: { step: string; bytes: number }[];
+}
+
+/**
+ * Measures the layers an image has on top of its base: the base's layers must be the image's
+ * first layers (else the image was not built from that base); the history entries above the
+ * base's own entries are what the Dockerfile added.
+ */
+export async function imageGrowth(
+  docker: Docker,
+  image: string,
+  base: string,
+): Promise<ImageGrowth> {
+  const [imageInfo, baseInfo] = await Promise.all([
+    docker.getImage(image).inspect(),
+    docker.getImage(base).inspect(),
+  ]);
+  const imageLayers = imageInfo.RootFS.Layers ?? [];
+  const baseLayers = baseInfo.RootFS.Layers ?? [];
+  if (!baseLayers.every((layer, index) => imageLayers[index] === layer)) {
+    throw new Error(
+      `image ${image} is not built on ${base}: the base's layers are not its first layers`,
+    );
+  }
+  const [imageHistory, baseHistory] = (await Promise.all([
+    docker.getImage(image).history(),
+    docker.getImage(base).history(),
+  ])) as { CreatedBy: string; Size: number }[][];
+  // History is newest first; the base's entries are the oldest ones.
+  const added = imageHistory.slice(0, imageHistory.length - baseHistory.length);
+  const addedBytes = added.reduce((sum, entry) => sum + entry.Size, 0);
+  const largestSteps = added
+    .filter((entry) => entry.Size > 0)
+    .sort((a, b) => b.Size - a.Size)
+    .slice(0, 3)
+    .map((entry) => ({ step: describeStep(entry.CreatedBy), bytes: entry.Size }));
+  return { image, base, addedBytes, largestSteps };
+}
+
+function describeStep(createdBy: string): string {
+  const step = createdBy.replace(/^\/bin\/sh -c #\(nop\)\s*/, "").replace(/^\/bin\/sh -c /, "RUN ");
+  return step.length > 80 ? `${step.slice(0, 77)}...` : step;
+}
+
+export const toMB = (bytes: number) => Math.round((bytes / 1_000_000) * 10) / 10;
