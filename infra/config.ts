@@ -1,0 +1,474 @@
+import * as pulumi from "@pulumi/pulumi";
+
+/** The project name, and so the namespace of every project config key (`taskfleet:<key>`). */
+export const projectName = "taskfleet";
+
+/** Where the program runs the workloads. */
+export type ClusterKind = "kind" | "existing" | "gke";
+
+export const clusterKinds: readonly ClusterKind[] = ["kind", "existing", "gke"];
+
+export const releaseChannels = ["RAPID", "REGULAR", "STABLE", "EXTENDED"] as const;
+export type ReleaseChannel = (typeof releaseChannels)[number];
+
+export const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+export type LogLevel = (typeof logLevels)[number];
+
+/** How one project config key is declared: the single source for `Pulumi.yaml` and the docs. */
+export interface ConfigKeySpec {
+  /** The Pulumi.yaml type. */
+  type: "string" | "integer" | "boolean";
+  /** The default, exactly as `Pulumi.yaml` and `docs/infra.md` state it. */
+  default: string | number | boolean;
+  /** One sentence for `Pulumi.yaml` and the docs table. */
+  description: string;
+  /** Set with `pulumi config set --secret`. */
+  secret?: boolean;
+}
+
+/**
+ * Every `taskfleet:` key the program reads. Tests hold `Pulumi.yaml` and `docs/infra.md` to this
+ * table, so a default cannot drift between code, project file and docs.
+ */
+export const configSpec = {
+  cluster: {
+    type: "string",
+    default: "kind",
+    description:
+      "Where to run: kind (a kind cluster created with the stack), existing (a kubeconfig context), or gke.",
+  },
+  kubeContext: {
+    type: "string",
+    default: "",
+    description:
+      "cluster=existing: the kubeconfig context to deploy to; empty means the current one.",
+  },
+  imageLoadCommand: {
+    type: "string",
+    default: "",
+    description:
+      "cluster=existing: a command that makes a local image available to the cluster, run with the image reference appended (e.g. 'minikube image load'); empty when the cluster shares the local Docker engine (Docker Desktop).",
+  },
+  namespace: {
+    type: "string",
+    default: "",
+    description: "Kubernetes namespace of the workloads; empty means taskfleet-<stack>.",
+  },
+  apiToken: {
+    type: "string",
+    default: "",
+    secret: true,
+    description:
+      "Bearer token for the master's /v1 API; empty means the program generates one (exported as the secret output apiToken).",
+  },
+  workerToken: {
+    type: "string",
+    default: "",
+    secret: true,
+    description:
+      "Bearer token workers present to the master; empty means the program generates one.",
+  },
+  leaseSeconds: {
+    type: "integer",
+    default: 30,
+    description: "How long a worker holds a task before it must renew or complete it (1-3600).",
+  },
+  maxAttempts: {
+    type: "integer",
+    default: 3,
+    description: "Attempts per task unless the task sets its own (1-100).",
+  },
+  resultTtlSeconds: {
+    type: "integer",
+    default: 3600,
+    description: "How long the master keeps a finished task (1-2592000).",
+  },
+  logLevel: {
+    type: "string",
+    default: "info",
+    description:
+      "Log level of master and workers: fatal, error, warn, info, debug, trace or silent.",
+  },
+  masterCpuRequest: { type: "string", default: "100m", description: "Master CPU request." },
+  masterCpuLimit: { type: "string", default: "1", description: "Master CPU limit." },
+  masterMemoryRequest: { type: "string", default: "128Mi", description: "Master memory request." },
+  masterMemoryLimit: { type: "string", default: "512Mi", description: "Master memory limit." },
+  workerCpuRequest: {
+    type: "string",
+    default: "250m",
+    description: "Worker CPU request; the autoscaler's CPU target is a share of it.",
+  },
+  workerCpuLimit: { type: "string", default: "1", description: "Worker CPU limit." },
+  workerMemoryRequest: { type: "string", default: "128Mi", description: "Worker memory request." },
+  workerMemoryLimit: { type: "string", default: "256Mi", description: "Worker memory limit." },
+  workerMinReplicas: {
+    type: "integer",
+    default: 1,
+    description: "Fewest worker pods the autoscaler keeps (1-1000).",
+  },
+  workerMaxReplicas: {
+    type: "integer",
+    default: 10,
+    description: "Most worker pods the autoscaler runs (1-1000, at least workerMinReplicas).",
+  },
+  workerTargetCpuUtilization: {
+    type: "integer",
+    default: 70,
+    description:
+      "Average worker CPU use, in percent of the request, the autoscaler aims for (1-100).",
+  },
+  workerConcurrency: {
+    type: "integer",
+    default: 4,
+    description: "Tasks each worker pod runs at once (1-256).",
+  },
+  workerShutdownGraceSeconds: {
+    type: "integer",
+    default: 25,
+    description:
+      "Seconds a stopping worker lets running tasks finish (0-3600); the pod's grace period is this plus 15.",
+  },
+  nodeMachineType: {
+    type: "string",
+    default: "e2-standard-2",
+    description: "cluster=gke: machine type of the node pool.",
+  },
+  nodeMinCount: {
+    type: "integer",
+    default: 1,
+    description: "cluster=gke: fewest nodes per zone in the node pool (0-100).",
+  },
+  nodeMaxCount: {
+    type: "integer",
+    default: 3,
+    description:
+      "cluster=gke: most nodes per zone in the node pool (1-100, at least nodeMinCount).",
+  },
+  releaseChannel: {
+    type: "string",
+    default: "REGULAR",
+    description: "cluster=gke: GKE release channel: RAPID, REGULAR, STABLE or EXTENDED.",
+  },
+  deletionProtection: {
+    type: "boolean",
+    default: true,
+    description:
+      "cluster=gke: refuse to delete the GKE cluster; set false and run pulumi up before pulumi destroy.",
+  },
+} as const satisfies Record<string, ConfigKeySpec>;
+
+export type ConfigKey = keyof typeof configSpec;
+
+/** CPU and memory for one container, as Kubernetes quantities. */
+export interface Resources {
+  cpuRequest: string;
+  cpuLimit: string;
+  memoryRequest: string;
+  memoryLimit: string;
+}
+
+/** GKE settings; present only when `cluster` is `gke`. */
+export interface GkeConfig {
+  project: string;
+  region: string;
+  nodeMachineType: string;
+  nodeMinCount: number;
+  nodeMaxCount: number;
+  releaseChannel: ReleaseChannel;
+  deletionProtection: boolean;
+}
+
+/** The whole validated configuration of one stack. */
+export interface TaskfleetConfig {
+  stack: string;
+  cluster: ClusterKind;
+  /** cluster=existing: the context, or undefined for the current one. */
+  kubeContext: string | undefined;
+  /** cluster=existing: the command that loads a local image into the cluster, if one is needed. */
+  imageLoadCommand: string | undefined;
+  namespace: string;
+  /** Undefined: the program generates the token. */
+  apiToken: pulumi.Output<string> | undefined;
+  workerToken: pulumi.Output<string> | undefined;
+  leaseSeconds: number;
+  maxAttempts: number;
+  resultTtlSeconds: number;
+  logLevel: LogLevel;
+  master: { resources: Resources };
+  worker: {
+    resources: Resources;
+    minReplicas: number;
+    maxReplicas: number;
+    targetCpuUtilization: number;
+    concurrency: number;
+    shutdownGraceSeconds: number;
+  };
+  gke: GkeConfig | undefined;
+}
+
+/**
+ * The config as Pulumi hands it over: every value a string or absent. Keys are full config keys
+ * (`taskfleet:leaseSeconds`, `gcp:project`). Secret keys are not here; they stay Outputs.
+ */
+export interface RawConfig {
+  stack: string;
+  values: Readonly<Record<string, string | undefined>>;
+  apiToken?: pulumi.Output<string>;
+  workerToken?: pulumi.Output<string>;
+}
+
+/** A config value that is not allowed; the message names the key, the value and what is allowed. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+function fullKey(key: string): string {
+  return key.includes(":") ? key : `${projectName}:${key}`;
+}
+
+function invalid(key: string, value: string, allowed: string): ConfigError {
+  return new ConfigError(`Invalid config ${fullKey(key)} = "${value}": ${allowed}.`);
+}
+
+/**
+ * Reads values as strings and parses them here rather than with `getNumber`/`getBoolean`: those
+ * accept `1.5` for a replica count and throw messages that do not say what is allowed.
+ */
+class Reader {
+  constructor(private readonly values: RawConfig["values"]) {}
+
+  string(key: ConfigKey): string {
+    return this.values[fullKey(key)] ?? String(configSpec[key].default);
+  }
+
+  integer(key: ConfigKey, min: number, max: number): number {
+    const text = this.string(key);
+    const value = /^-?\d+$/.test(text.trim()) ? Number(text.trim()) : Number.NaN;
+    if (!Number.isSafeInteger(value) || value < min || value > max) {
+      throw invalid(key, text, `must be an integer from ${min} to ${max}`);
+    }
+    return value;
+  }
+
+  boolean(key: ConfigKey): boolean {
+    const text = this.string(key);
+    if (text !== "true" && text !== "false") {
+      throw invalid(key, text, "must be true or false");
+    }
+    return text === "true";
+  }
+
+  oneOf<T extends string>(key: ConfigKey, allowed: readonly T[]): T {
+    const text = this.string(key);
+    if (!(allowed as readonly string[]).includes(text)) {
+      throw invalid(key, text, `allowed values are ${allowed.join(", ")}`);
+    }
+    return text as T;
+  }
+
+  matching(key: ConfigKey, pattern: RegExp, allowed: string): string {
+    const text = this.string(key);
+    if (!pattern.test(text)) {
+      throw invalid(key, text, allowed);
+    }
+    return text;
+  }
+}
+
+const cpuPattern = /^(\d+m|\d+(\.\d{1,3})?)$/;
+const memoryPattern = /^\d+(Ki|Mi|Gi|Ti|k|M|G|T)?$/;
+const memoryUnits: Record<string, number> = {
+  "": 1,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+};
+
+/** A CPU quantity in millicores. */
+export function parseCpu(quantity: string): number {
+  return quantity.endsWith("m") ? Number(quantity.slice(0, -1)) : Number(quantity) * 1000;
+}
+
+/** A memory quantity in bytes. */
+export function parseMemory(quantity: string): number {
+  const match = /^(\d+)(\D*)$/.exec(quantity);
+  if (!match) return Number.NaN;
+  return Number(match[1]) * (memoryUnits[match[2] ?? ""] ?? Number.NaN);
+}
+
+function readResources(read: Reader, prefix: "master" | "worker"): Resources {
+  const cpu = "a CPU quantity such as 250m or 1";
+  const memory = "a memory quantity such as 128Mi or 1Gi";
+  const resources: Resources = {
+    cpuRequest: read.matching(`${prefix}CpuRequest`, cpuPattern, `must be ${cpu}`),
+    cpuLimit: read.matching(`${prefix}CpuLimit`, cpuPattern, `must be ${cpu}`),
+    memoryRequest: read.matching(`${prefix}MemoryRequest`, memoryPattern, `must be ${memory}`),
+    memoryLimit: read.matching(`${prefix}MemoryLimit`, memoryPattern, `must be ${memory}`),
+  };
+  if (parseCpu(resources.cpuRequest) <= 0) {
+    throw invalid(`${prefix}CpuRequest`, resources.cpuRequest, "must be more than 0");
+  }
+  if (parseMemory(resources.memoryRequest) <= 0) {
+    throw invalid(`${prefix}MemoryRequest`, resources.memoryRequest, "must be more than 0");
+  }
+  // Kubernetes rejects a request above its limit, but only at deploy time, half-way through an update.
+  if (parseCpu(resources.cpuRequest) > parseCpu(resources.cpuLimit)) {
+    throw invalid(
+      `${prefix}CpuRequest`,
+      resources.cpuRequest,
+      `must not exceed ${fullKey(`${prefix}CpuLimit`)} (${resources.cpuLimit})`,
+    );
+  }
+  if (parseMemory(resources.memoryRequest) > parseMemory(resources.memoryLimit)) {
+    throw invalid(
+      `${prefix}MemoryRequest`,
+      resources.memoryRequest,
+      `must not exceed ${fullKey(`${prefix}MemoryLimit`)} (${resources.memoryLimit})`,
+    );
+  }
+  return resources;
+}
+
+const dnsLabel = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/**
+ * Validates raw config into the typed object the program uses, or throws a {@link ConfigError}
+ * naming the key, the value and what is allowed. Pure: tests call it directly.
+ */
+export function validateConfig(raw: RawConfig): TaskfleetConfig {
+  const read = new Reader(raw.values);
+  const cluster = read.oneOf("cluster", clusterKinds);
+
+  const namespaceText = read.string("namespace");
+  const namespace = namespaceText === "" ? `${projectName}-${raw.stack}` : namespaceText;
+  if (!dnsLabel.test(namespace)) {
+    throw invalid(
+      "namespace",
+      namespaceText === "" ? namespace : namespaceText,
+      "must be a DNS label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit",
+    );
+  }
+
+  const minReplicas = read.integer("workerMinReplicas", 1, 1000);
+  const maxReplicas = read.integer("workerMaxReplicas", 1, 1000);
+  if (minReplicas > maxReplicas) {
+    throw invalid(
+      "workerMinReplicas",
+      String(minReplicas),
+      `must not exceed taskfleet:workerMaxReplicas (${maxReplicas})`,
+    );
+  }
+
+  const kubeContext = read.string("kubeContext");
+  const imageLoadCommand = read.string("imageLoadCommand").trim();
+
+  return Object.freeze({
+    stack: raw.stack,
+    cluster,
+    kubeContext: kubeContext === "" ? undefined : kubeContext,
+    imageLoadCommand: imageLoadCommand === "" ? undefined : imageLoadCommand,
+    namespace,
+    apiToken: raw.apiToken,
+    workerToken: raw.workerToken,
+    leaseSeconds: read.integer("leaseSeconds", 1, 3600),
+    maxAttempts: read.integer("maxAttempts", 1, 100),
+    resultTtlSeconds: read.integer("resultTtlSeconds", 1, 2592000),
+    logLevel: read.oneOf("logLevel", logLevels),
+    master: { resources: readResources(read, "master") },
+    worker: {
+      resources: readResources(read, "worker"),
+      minReplicas,
+      maxReplicas,
+      targetCpuUtilization: read.integer("workerTargetCpuUtilization", 1, 100),
+      concurrency: read.integer("workerConcurrency", 1, 256),
+      shutdownGraceSeconds: read.integer("workerShutdownGraceSeconds", 0, 3600),
+    },
+    gke: cluster === "gke" ? validateGke(raw, read) : undefined,
+  });
+}
+
+function validateGke(raw: RawConfig, read: Reader): GkeConfig {
+  const project = raw.values["gcp:project"];
+  if (project === undefined || project === "") {
+    throw new ConfigError(
+      'Missing config gcp:project: taskfleet:cluster = "gke" needs the Google Cloud project id (pulumi config set gcp:project <id>).',
+    );
+  }
+  const region = raw.values["gcp:region"];
+  if (region === undefined || region === "") {
+    throw new ConfigError(
+      'Missing config gcp:region: taskfleet:cluster = "gke" needs a region such as europe-west1 (pulumi config set gcp:region <region>).',
+    );
+  }
+  if (!/^[a-z]+-[a-z]+\d+$/.test(region)) {
+    throw invalid(
+      "gcp:region",
+      region,
+      "must be a region such as europe-west1 (a regional cluster; zones are not supported)",
+    );
+  }
+  const nodeMinCount = read.integer("nodeMinCount", 0, 100);
+  const nodeMaxCount = read.integer("nodeMaxCount", 1, 100);
+  if (nodeMinCount > nodeMaxCount) {
+    throw invalid(
+      "nodeMinCount",
+      String(nodeMinCount),
+      `must not exceed taskfleet:nodeMaxCount (${nodeMaxCount})`,
+    );
+  }
+  return {
+    project,
+    region,
+    nodeMachineType: read.matching(
+      "nodeMachineType",
+      /^[a-z][a-z0-9]*-[a-z0-9-]*[a-z0-9]$/,
+      "must be a Compute Engine machine type such as e2-standard-2",
+    ),
+    nodeMinCount,
+    nodeMaxCount,
+    releaseChannel: read.oneOf("releaseChannel", releaseChannels),
+    deletionProtection: read.boolean("deletionProtection"),
+  };
+}
+
+/**
+ * Reads the stack's config once and validates it. The only function in the program that touches
+ * `pulumi.Config`; a bad value throws before any resource is registered.
+ */
+export function loadConfig(): TaskfleetConfig {
+  const project = new pulumi.Config(projectName);
+  const gcp = new pulumi.Config("gcp");
+  const values: Record<string, string | undefined> = {
+    "gcp:project": gcp.get("project"),
+    "gcp:region": gcp.get("region"),
+  };
+  for (const [key, spec] of Object.entries(configSpec) as [ConfigKey, ConfigKeySpec][]) {
+    if (!spec.secret) values[fullKey(key)] = project.get(key);
+  }
+  return validateConfig({
+    stack: pulumi.getStack(),
+    values,
+    apiToken: configuredSecret(project, "apiToken"),
+    workerToken: configuredSecret(project, "workerToken"),
+  });
+}
+
+/**
+ * `Pulumi.yaml` declares the tokens with an empty default, meaning "generate one"; the plain read
+ * only tests for that empty default, and the value itself stays a secret Output.
+ */
+function configuredSecret(
+  project: pulumi.Config,
+  key: "apiToken" | "workerToken",
+): pulumi.Output<string> | undefined {
+  const plain = project.get(key);
+  return plain === undefined || plain === "" ? undefined : project.requireSecret(key);
+}

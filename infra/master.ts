@@ -1,0 +1,189 @@
+import * as k8s from "@pulumi/kubernetes";
+import * as pulumi from "@pulumi/pulumi";
+import type { LogLevel, Resources } from "./config";
+import type { DeployableImage } from "./images";
+import {
+  appLabels,
+  containerResources,
+  containerSecurityContext,
+  podSecurityContext,
+  selectorLabels,
+  tmpMount,
+  tmpVolume,
+} from "./pod";
+
+/** The master's container port, named `http` (docs/protocol.md). */
+export const masterPort = 8080;
+/** The port of the master's Service, inside and outside the cluster. */
+export const masterServicePort = 80;
+
+export interface MasterArgs {
+  /** Namespace of every object of the master. */
+  namespace: pulumi.Input<string>;
+  /** The master image. */
+  image: DeployableImage;
+  /** Bearer token for `/v1/*`; a secret. */
+  apiToken: pulumi.Input<string>;
+  /** Bearer token for `/worker/v1/*`; a secret. */
+  workerToken: pulumi.Input<string>;
+  /** LEASE_SECONDS. */
+  leaseSeconds: number;
+  /** MAX_ATTEMPTS. */
+  maxAttempts: number;
+  /** RESULT_TTL_SECONDS. */
+  resultTtlSeconds: number;
+  /** LOG_LEVEL. */
+  logLevel: LogLevel;
+  /** CPU and memory of the master container. */
+  resources: Resources;
+  /**
+   * True on clusters where a LoadBalancer address may never be assigned (kind, minikube without
+   * a tunnel): `pulumi up` then does not wait for one.
+   */
+  skipAwaitAddress: boolean;
+}
+
+/** The URL of a LoadBalancer Service, from its status; empty while it has no address. */
+export function loadBalancerUrl(
+  status: k8s.types.output.core.v1.ServiceStatus | undefined,
+): string {
+  const ingress = status?.loadBalancer?.ingress?.[0];
+  const host = ingress?.ip || ingress?.hostname;
+  if (!host) return "";
+  const bracketed = host.includes(":") ? `[${host}]` : host;
+  return `http://${bracketed}${masterServicePort === 80 ? "" : `:${masterServicePort}`}`;
+}
+
+/**
+ * The master: one pod behind a LoadBalancer Service, holding the tokens in a Secret it shares
+ * with the workers.
+ */
+export class Master extends pulumi.ComponentResource {
+  /** The Secret holding `apiToken` and `workerToken`. */
+  public readonly tokenSecretName: pulumi.Output<string>;
+  /** `http://<service>.<namespace>.svc.cluster.local`, for the workers. */
+  public readonly internalUrl: pulumi.Output<string>;
+  /** `http://<address>` of the LoadBalancer; empty until it has an address. */
+  public readonly url: pulumi.Output<string>;
+  public readonly serviceName: pulumi.Output<string>;
+
+  constructor(name: string, args: MasterArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("taskfleet:index:Master", name, {}, opts);
+    const labels = appLabels("master", name);
+    const selector = selectorLabels("master", name);
+
+    // Auto-named: a token change gives the Secret a new name, which rolls the pods that read it.
+    const tokens = new k8s.core.v1.Secret(
+      `${name}-tokens`,
+      {
+        metadata: { namespace: args.namespace, labels },
+        type: "Opaque",
+        stringData: { apiToken: args.apiToken, workerToken: args.workerToken },
+      },
+      { parent: this },
+    );
+    this.tokenSecretName = tokens.metadata.name;
+
+    const secretEnv = (envName: string, key: string) => ({
+      name: envName,
+      valueFrom: { secretKeyRef: { name: tokens.metadata.name, key } },
+    });
+
+    const deployment = new k8s.apps.v1.Deployment(
+      `${name}`,
+      {
+        metadata: { namespace: args.namespace, labels },
+        spec: {
+          // The queue lives in the master's memory: a second master would split it, so exactly
+          // one runs, and Recreate stops the old pod before the new one starts.
+          replicas: 1,
+          strategy: { type: "Recreate" },
+          selector: { matchLabels: selector },
+          template: {
+            metadata: { labels },
+            spec: {
+              securityContext: podSecurityContext,
+              automountServiceAccountToken: false,
+              // SHUTDOWN_GRACE_SECONDS (25 by default) plus time for the kubelet to send SIGTERM.
+              terminationGracePeriodSeconds: 40,
+              containers: [
+                {
+                  name: "master",
+                  image: args.image.ref,
+                  imagePullPolicy: args.image.pullPolicy,
+                  ports: [{ name: "http", containerPort: masterPort, protocol: "TCP" }],
+                  env: [
+                    { name: "PORT", value: String(masterPort) },
+                    secretEnv("API_TOKEN", "apiToken"),
+                    secretEnv("WORKER_TOKEN", "workerToken"),
+                    { name: "LEASE_SECONDS", value: String(args.leaseSeconds) },
+                    { name: "MAX_ATTEMPTS", value: String(args.maxAttempts) },
+                    { name: "RESULT_TTL_SECONDS", value: String(args.resultTtlSeconds) },
+                    { name: "LOG_LEVEL", value: args.logLevel },
+                  ],
+                  readinessProbe: {
+                    httpGet: { path: "/readyz", port: "http" },
+                    periodSeconds: 5,
+                    timeoutSeconds: 2,
+                    failureThreshold: 2,
+                  },
+                  livenessProbe: {
+                    httpGet: { path: "/healthz", port: "http" },
+                    initialDelaySeconds: 5,
+                    periodSeconds: 10,
+                    timeoutSeconds: 3,
+                    failureThreshold: 3,
+                  },
+                  resources: containerResources(args.resources),
+                  securityContext: containerSecurityContext,
+                  volumeMounts: [tmpMount],
+                },
+              ],
+              volumes: [tmpVolume],
+            },
+          },
+        },
+      },
+      { parent: this },
+    );
+
+    const service = new k8s.core.v1.Service(
+      `${name}`,
+      {
+        metadata: {
+          namespace: args.namespace,
+          labels,
+          annotations: args.skipAwaitAddress ? { "pulumi.com/skipAwait": "true" } : {},
+        },
+        spec: {
+          type: "LoadBalancer",
+          selector,
+          ports: [{ name: "http", port: masterServicePort, targetPort: "http", protocol: "TCP" }],
+        },
+      },
+      { parent: this, dependsOn: [deployment] },
+    );
+
+    // A voluntary eviction (node drain, upgrade) would drop the in-memory queue; with one replica
+    // this makes drains wait for an operator to move the master deliberately.
+    new k8s.policy.v1.PodDisruptionBudget(
+      `${name}`,
+      {
+        metadata: { namespace: args.namespace, labels },
+        spec: { minAvailable: 1, selector: { matchLabels: selector } },
+      },
+      { parent: this },
+    );
+
+    this.serviceName = service.metadata.name;
+    this.internalUrl = pulumi.interpolate`http://${service.metadata.name}.${service.metadata.namespace}.svc.cluster.local:${masterServicePort}`;
+    this.url = service.status.apply(loadBalancerUrl);
+
+    this.registerOutputs({
+      tokenSecretName: this.tokenSecretName,
+      internalUrl: this.internalUrl,
+      url: this.url,
+      serviceName: this.serviceName,
+    });
+  }
+}

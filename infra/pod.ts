@@ -1,0 +1,68 @@
+import type * as k8s from "@pulumi/kubernetes";
+import type { Resources } from "./config";
+
+type Pod = k8s.types.input.core.v1.PodSecurityContext;
+type Container = k8s.types.input.core.v1.SecurityContext;
+
+/** The `app.kubernetes.io/*` labels of one component; the selector uses the stable subset. */
+export function appLabels(
+  component: "master" | "worker",
+  instance: string,
+): Record<string, string> {
+  return {
+    "app.kubernetes.io/name": `taskfleet-${component}`,
+    "app.kubernetes.io/instance": instance,
+    "app.kubernetes.io/component": component,
+    "app.kubernetes.io/part-of": "taskfleet",
+    "app.kubernetes.io/managed-by": "pulumi",
+  };
+}
+
+/** Labels that never change for a component: a Deployment's selector is immutable. */
+export function selectorLabels(
+  component: "master" | "worker",
+  instance: string,
+): Record<string, string> {
+  const labels = appLabels(component, instance);
+  return {
+    "app.kubernetes.io/name": labels["app.kubernetes.io/name"] as string,
+    "app.kubernetes.io/instance": instance,
+  };
+}
+
+/**
+ * An explicit numeric user: with only `runAsNonRoot`, a kubelet refuses an image whose USER is a
+ * name (`node`) because it cannot prove the name is not root.
+ */
+const nonRootUser = 10001;
+
+/** Meets the namespace's `restricted` Pod Security Standard. */
+export const podSecurityContext: Pod = {
+  runAsNonRoot: true,
+  runAsUser: nonRootUser,
+  runAsGroup: nonRootUser,
+  fsGroup: nonRootUser,
+  seccompProfile: { type: "RuntimeDefault" },
+};
+
+export const containerSecurityContext: Container = {
+  runAsNonRoot: true,
+  readOnlyRootFilesystem: true,
+  allowPrivilegeEscalation: false,
+  privileged: false,
+  capabilities: { drop: ["ALL"] },
+  seccompProfile: { type: "RuntimeDefault" },
+};
+
+/** Node writes to /tmp (and so do task handlers); the root file system is read-only. */
+export const tmpVolume = { name: "tmp", emptyDir: { sizeLimit: "64Mi" } };
+export const tmpMount = { name: "tmp", mountPath: "/tmp" };
+
+export function containerResources(
+  resources: Resources,
+): k8s.types.input.core.v1.ResourceRequirements {
+  return {
+    requests: { cpu: resources.cpuRequest, memory: resources.memoryRequest },
+    limits: { cpu: resources.cpuLimit, memory: resources.memoryLimit },
+  };
+}

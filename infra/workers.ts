@@ -1,0 +1,158 @@
+import * as k8s from "@pulumi/kubernetes";
+import * as pulumi from "@pulumi/pulumi";
+import type { LogLevel, Resources } from "./config";
+import type { DeployableImage } from "./images";
+import {
+  appLabels,
+  containerResources,
+  containerSecurityContext,
+  podSecurityContext,
+  selectorLabels,
+  tmpMount,
+  tmpVolume,
+} from "./pod";
+
+/**
+ * Seconds between the end of a worker's own grace (SHUTDOWN_GRACE_SECONDS) and the kubelet's
+ * SIGKILL: time to release unfinished leases back to the master and exit.
+ */
+export const terminationMarginSeconds = 15;
+
+export interface WorkersArgs {
+  /** Namespace of every object of the workers. */
+  namespace: pulumi.Input<string>;
+  /** The worker image. */
+  image: DeployableImage;
+  /** MASTER_URL: the master Service's cluster DNS name. */
+  masterUrl: pulumi.Input<string>;
+  /** The Secret holding `workerToken` (made by the master component). */
+  tokenSecretName: pulumi.Input<string>;
+  /** CONCURRENCY. */
+  concurrency: number;
+  /** SHUTDOWN_GRACE_SECONDS; the pod's grace period adds {@link terminationMarginSeconds}. */
+  shutdownGraceSeconds: number;
+  /** LOG_LEVEL. */
+  logLevel: LogLevel;
+  /** CPU and memory of the worker container. */
+  resources: Resources;
+  /** Fewest pods the autoscaler keeps. */
+  minReplicas: number;
+  /** Most pods the autoscaler runs. */
+  maxReplicas: number;
+  /** Average CPU use, in percent of the request, the autoscaler aims for. */
+  targetCpuUtilization: number;
+}
+
+/**
+ * Scale up at once and steeply (a queue is waiting), scale down slowly and a few pods at a time
+ * (a stopping worker hands back its tasks, and a brief lull should not cost capacity).
+ */
+export const workerScalingBehavior: k8s.types.input.autoscaling.v2.HorizontalPodAutoscalerBehavior =
+  {
+    scaleUp: {
+      stabilizationWindowSeconds: 0,
+      selectPolicy: "Max",
+      policies: [
+        { type: "Percent", value: 100, periodSeconds: 15 },
+        { type: "Pods", value: 4, periodSeconds: 15 },
+      ],
+    },
+    scaleDown: {
+      stabilizationWindowSeconds: 300,
+      selectPolicy: "Min",
+      policies: [
+        { type: "Percent", value: 20, periodSeconds: 60 },
+        { type: "Pods", value: 2, periodSeconds: 60 },
+      ],
+    },
+  };
+
+/** The workers: a Deployment sized by a CPU HorizontalPodAutoscaler. */
+export class Workers extends pulumi.ComponentResource {
+  public readonly deploymentName: pulumi.Output<string>;
+
+  constructor(name: string, args: WorkersArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("taskfleet:index:Workers", name, {}, opts);
+    const labels = appLabels("worker", name);
+    const selector = selectorLabels("worker", name);
+
+    const deployment = new k8s.apps.v1.Deployment(
+      `${name}`,
+      {
+        metadata: { namespace: args.namespace, labels },
+        spec: {
+          // No replicas: the autoscaler owns the count, and a value here would reset it on every update.
+          selector: { matchLabels: selector },
+          strategy: {
+            type: "RollingUpdate",
+            rollingUpdate: { maxSurge: "25%", maxUnavailable: 0 },
+          },
+          template: {
+            metadata: { labels },
+            spec: {
+              securityContext: podSecurityContext,
+              automountServiceAccountToken: false,
+              terminationGracePeriodSeconds: args.shutdownGraceSeconds + terminationMarginSeconds,
+              containers: [
+                {
+                  name: "worker",
+                  image: args.image.ref,
+                  imagePullPolicy: args.image.pullPolicy,
+                  // No ports and so no probes: a worker only calls out, and a stuck worker's
+                  // leases expire on the master, which hands its tasks to another.
+                  env: [
+                    { name: "MASTER_URL", value: args.masterUrl },
+                    {
+                      name: "WORKER_TOKEN",
+                      valueFrom: {
+                        secretKeyRef: { name: args.tokenSecretName, key: "workerToken" },
+                      },
+                    },
+                    { name: "CONCURRENCY", value: String(args.concurrency) },
+                    { name: "SHUTDOWN_GRACE_SECONDS", value: String(args.shutdownGraceSeconds) },
+                    { name: "LOG_LEVEL", value: args.logLevel },
+                  ],
+                  resources: containerResources(args.resources),
+                  securityContext: containerSecurityContext,
+                  volumeMounts: [tmpMount],
+                },
+              ],
+              volumes: [tmpVolume],
+            },
+          },
+        },
+      },
+      { parent: this },
+    );
+
+    new k8s.autoscaling.v2.HorizontalPodAutoscaler(
+      `${name}`,
+      {
+        metadata: { namespace: args.namespace, labels },
+        spec: {
+          scaleTargetRef: {
+            apiVersion: "apps/v1",
+            kind: "Deployment",
+            name: deployment.metadata.name,
+          },
+          minReplicas: args.minReplicas,
+          maxReplicas: args.maxReplicas,
+          metrics: [
+            {
+              type: "Resource",
+              resource: {
+                name: "cpu",
+                target: { type: "Utilization", averageUtilization: args.targetCpuUtilization },
+              },
+            },
+          ],
+          behavior: workerScalingBehavior,
+        },
+      },
+      { parent: this },
+    );
+
+    this.deploymentName = deployment.metadata.name;
+    this.registerOutputs({ deploymentName: this.deploymentName });
+  }
+}

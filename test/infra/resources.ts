@@ -1,0 +1,65 @@
+import { Deployment } from "kubernetes-models/apps/v1";
+import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
+import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
+import { Namespace, Secret, Service } from "kubernetes-models/v1";
+import type { RecordedResource, StackEvaluation } from "./harness";
+
+/** The one resource of this type and name; fails when there is none or more than one. */
+export function findResource(
+  evaluation: StackEvaluation,
+  type: string,
+  name: string,
+): RecordedResource {
+  const found = evaluation.resources.filter((r) => r.type === type && r.name === name);
+  if (found.length !== 1) {
+    throw new Error(
+      `expected one ${type} named ${name} in stack ${evaluation.stack}, found ${found.length}`,
+    );
+  }
+  return found[0] as RecordedResource;
+}
+
+export function resourcesOfType(evaluation: StackEvaluation, type: string): RecordedResource[] {
+  return evaluation.resources.filter((r) => r.type === type);
+}
+
+/** Kubernetes objects (not the provider) the program declares. */
+export function kubernetesObjects(evaluation: StackEvaluation): RecordedResource[] {
+  return evaluation.resources.filter(
+    (r) => r.type.startsWith("kubernetes:") && !r.type.startsWith("pulumi:providers:"),
+  );
+}
+
+type Validate = (data: Record<string, unknown>) => void;
+const model =
+  (Model: new (data: never) => { validate(): void }): Validate =>
+  (data) =>
+    new Model(data as never).validate();
+
+/**
+ * The OpenAPI model for every Kubernetes type the program may declare. A type missing here fails
+ * the validation test, so a new kind of object cannot slip through unvalidated.
+ */
+export const kubernetesModels: Record<string, Validate> = {
+  "kubernetes:core/v1:Namespace": model(Namespace),
+  "kubernetes:core/v1:Secret": model(Secret),
+  "kubernetes:core/v1:Service": model(Service),
+  "kubernetes:apps/v1:Deployment": model(Deployment),
+  "kubernetes:autoscaling/v2:HorizontalPodAutoscaler": model(HorizontalPodAutoscaler),
+  "kubernetes:policy/v1:PodDisruptionBudget": model(PodDisruptionBudget),
+};
+
+// Loose views of the recorded inputs, for reading them in tests.
+// biome-ignore lint/suspicious/noExplicitAny: recorded inputs are untyped JSON.
+export type Json = any;
+
+export function inputs(resource: RecordedResource): Json {
+  return resource.inputs;
+}
+
+/** The env entry `name` of a container; fails when absent. */
+export function envOf(container: Json, name: string): Json {
+  const entry = (container.env ?? []).find((e: Json) => e.name === name);
+  if (entry === undefined) throw new Error(`container ${container.name} has no env ${name}`);
+  return entry;
+}
