@@ -5,6 +5,7 @@ const taskfleet = createTaskfleet(loadConfig());
 
 export const masterUrl = taskfleet.masterUrl;
 export const masterInternalUrl = taskfleet.masterInternalUrl;
+export const masterService = taskfleet.masterService;
 export const namespace = taskfleet.namespace;
 export const masterImageDigest = taskfleet.masterImageDigest;
 export const workerImageDigest = taskfleet.workerImageDigest;

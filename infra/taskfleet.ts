@@ -16,6 +16,8 @@ export interface TaskfleetOutputs {
   masterUrl: pulumi.Output<string>;
   /** The master's address inside the cluster, as the workers use it. */
   masterInternalUrl: pulumi.Output<string>;
+  /** The master Service's name, for `kubectl port-forward svc/<name>`. */
+  masterService: pulumi.Output<string>;
   namespace: pulumi.Output<string>;
   /** Registry digest (GKE) or local image id (kind, existing) of each image. */
   masterImageDigest: pulumi.Output<string>;
@@ -120,6 +122,7 @@ export function createTaskfleet(config: TaskfleetConfig): TaskfleetOutputs {
   return {
     masterUrl: master.url,
     masterInternalUrl: master.internalUrl,
+    masterService: master.serviceName,
     namespace: namespace.metadata.name,
     masterImageDigest: images.master.digest,
     workerImageDigest: images.worker.digest,

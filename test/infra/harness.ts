@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import YAML from "yaml";
-import { loadConfig } from "../../infra/config";
+import { type ConfigKeySpec, configSpec, loadConfig, projectName } from "../../infra/config";
 import { repoRoot } from "../../infra/service-builds";
 import { createTaskfleet } from "../../infra/taskfleet";
 
@@ -55,6 +55,12 @@ export function isSecretOutput(value: unknown): value is SecretOutput {
 export function testSecretValue(key: string): string {
   return `test-secret-${key.replace(/[^a-zA-Z0-9]/g, "-")}`;
 }
+
+const declaredSecretKeys = new Set(
+  (Object.entries(configSpec) as [string, ConfigKeySpec][])
+    .filter(([, spec]) => spec.secret === true)
+    .map(([key]) => `${projectName}:${key}`),
+);
 
 const stackFilePattern = /^Pulumi\.([^.]+)\.yaml$/;
 
@@ -276,7 +282,9 @@ export async function evaluateStack(
       stack,
       false,
     );
-    pulumi.runtime.setAllConfig({ ...config, ...overrides }, secretKeys);
+    // An override of a key the project declares secret is passed as a secret, as `--secret` would.
+    const secretOverrides = Object.keys(overrides).filter((key) => declaredSecretKeys.has(key));
+    pulumi.runtime.setAllConfig({ ...config, ...overrides }, [...secretKeys, ...secretOverrides]);
 
     const exported = createTaskfleet(loadConfig()) as unknown as Record<
       string,
