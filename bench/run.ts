@@ -1,0 +1,286 @@
+/**
+ * `npm run bench [-- --quick]`: taskfleet against BullMQ on Redis, on this machine, in one run.
+ * Starts everything itself on 127.0.0.1 (a taskfleet master and workers, a redis-server and BullMQ
+ * workers, all as child processes), alternates the two systems run by run, and writes the medians
+ * as a table, a JSON file and an SVG chart under bench/results/. See docs/performance.md.
+ */
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import { fromRepoRoot, repoRoot } from "../infra/service-builds.js";
+import { hotSpots } from "./lib/cpu-profile.js";
+import { stopAllChildren } from "./lib/processes.js";
+import { round } from "./lib/stats.js";
+import { figures, markdownTable, medians, svgChart, systemLabels, systemOrder } from "./report.js";
+import {
+  type BenchConfig,
+  type RoundResult,
+  type ScenarioName,
+  scenarioNames,
+  scenarios,
+} from "./scenarios.js";
+import { bullmq, REDIS_MISSING, redisServerVersion } from "./systems/bullmq.js";
+import type { System, SystemName } from "./systems/system.js";
+import { buildTaskfleet, taskfleet } from "./systems/taskfleet.js";
+
+const systems: Record<SystemName, System> = { taskfleet, bullmq };
+
+/** Full run: the figures the README shows. About 5 minutes on a 2-core machine. */
+const FULL: Omit<BenchConfig, "profileDir"> = {
+  mode: "full",
+  rounds: 5,
+  workers: 2,
+  concurrency: 8,
+  batchSize: 1_000,
+  throughputTasks: 20_000,
+  idleSamples: 300,
+  rate: 200,
+  rateSeconds: 5,
+  cpuTasks: 100,
+  cpuN: 10_000_000,
+  memoryTasks: 100_000,
+};
+
+/** Quick run: every measure once, smaller; for CI, where only completion is checked. */
+const QUICK: Omit<BenchConfig, "profileDir"> = {
+  ...FULL,
+  mode: "quick",
+  rounds: 1,
+  throughputTasks: 10_000,
+  idleSamples: 100,
+  rateSeconds: 2,
+  cpuTasks: 30,
+  memoryTasks: 20_000,
+};
+
+const USAGE = `usage: npm run bench -- [--quick] [--rounds N] [--workers N] [--concurrency N] [--profile]
+                                  [--redraw results.json]
+  --quick          one smaller round (about a minute); writes bench/results/quick.{json,svg,md}
+  --rounds N       rounds of A/B alternation (full: ${FULL.rounds}, quick: ${QUICK.rounds})
+  --workers N      worker processes per system for throughput and latency (default ${FULL.workers})
+  --concurrency N  tasks each worker runs at once (default ${FULL.concurrency})
+  --profile        CPU-profile taskfleet's master during throughput runs (node --cpu-prof) and
+                   print its hot spots; profiles go to bench/results/profiles/
+  --redraw FILE    redraw the table, chart and markdown from a results JSON, without running`;
+
+interface Results {
+  mode: BenchConfig["mode"];
+  command: string;
+  startedAt: string;
+  durationSeconds: number;
+  machine: Record<string, unknown>;
+  versions: Record<string, string>;
+  config: BenchConfig;
+  rounds: ({ round: number } & Record<SystemName, RoundResult>)[];
+  medians: ReturnType<typeof medians>;
+}
+
+function positiveInt(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1 || value > 1000) {
+    throw new Error(`--${name} must be an integer from 1 to 1000 (got "${raw}")`);
+  }
+  return value;
+}
+
+/** Share of CPU time the whole machine spent busy since boot, as counters to diff later. */
+function cpuCounters(): { busy: number; total: number } {
+  const line = readFileSync("/proc/stat", "utf8").split("\n")[0];
+  const fields = line.trim().split(/\s+/).slice(1).map(Number);
+  const idle = fields[3] + (fields[4] ?? 0);
+  const total = fields.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+function machine(): Record<string, unknown> {
+  const cpus = os.cpus();
+  return {
+    cpuModel: cpus[0]?.model ?? "unknown",
+    cores: cpus.length,
+    memoryBytes: os.totalmem(),
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+  };
+}
+
+function describeMachine(results: Pick<Results, "machine" | "versions">): string {
+  const m = results.machine;
+  const gib = Math.round(Number(m.memoryBytes) / 2 ** 30);
+  return `${m.cpuModel}, ${m.cores} cores, ${gib} GiB, Node ${String(m.node).replace(/^v/, "")}, Redis ${results.versions.redis}, BullMQ ${results.versions.bullmq}`;
+}
+
+function summary(scenario: ScenarioName, result: RoundResult[ScenarioName]): string {
+  switch (scenario) {
+    case "throughput":
+      return `${Math.round((result as RoundResult["throughput"]).tasksPerSecond)} tasks/s`;
+    case "latency": {
+      const l = result as RoundResult["latency"];
+      return `idle p50 ${l.idle.p50Ms.toFixed(2)} ms p99 ${l.idle.p99Ms.toFixed(2)} ms; at ${l.underLoad.targetRate}/s p50 ${l.underLoad.p50Ms.toFixed(2)} ms p99 ${l.underLoad.p99Ms.toFixed(2)} ms`;
+    }
+    case "scaleOut": {
+      const s = result as RoundResult["scaleOut"];
+      return `1 worker ${s.oneWorkerSeconds.toFixed(2)} s, 2 workers ${s.twoWorkersSeconds.toFixed(2)} s, ×${s.speedup.toFixed(2)}`;
+    }
+    case "memory": {
+      const m = result as RoundResult["memory"];
+      return `${Math.round(m.bytesPerTask)} B/task (detail ${Math.round(m.detailBytesPerTask)} B/task)`;
+    }
+  }
+}
+
+/** Writes the table, JSON, markdown and SVG; returns the table. */
+function writeOutputs(results: Results, outDir: string, basename: string): string {
+  const list = figures(results.config);
+  const table = markdownTable(list, results.medians);
+  const caption = `${describeMachine(results)}; ${results.config.workers} workers × concurrency ${results.config.concurrency}; ${results.config.rounds} round(s), ${results.startedAt.slice(0, 10)}; ${results.command}`;
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(path.join(outDir, `${basename}.json`), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(path.join(outDir, `${basename}.svg`), svgChart(list, results.medians, caption));
+  writeFileSync(
+    path.join(outDir, `${basename}.md`),
+    `${table}\n\n${describeMachine(results)}. ${results.config.rounds} round(s) of each system, alternating; medians. Reproduce with \`${results.command}\`.\n`,
+  );
+  return table;
+}
+
+function roundTree<T>(value: T): T {
+  return JSON.parse(
+    JSON.stringify(value, (_key, v) =>
+      typeof v === "number" && !Number.isInteger(v) ? round(v, 5) : v,
+    ),
+  ) as T;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: "boolean", default: false },
+      rounds: { type: "string" },
+      workers: { type: "string" },
+      concurrency: { type: "string" },
+      profile: { type: "boolean", default: false },
+      redraw: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const outDir = fromRepoRoot("bench/results");
+  if (values.redraw !== undefined) {
+    const results = JSON.parse(readFileSync(values.redraw, "utf8")) as Results;
+    const basename = path.basename(values.redraw, ".json");
+    process.stdout.write(
+      `${writeOutputs(results, path.dirname(path.resolve(values.redraw)), basename)}\n`,
+    );
+    return;
+  }
+
+  const base = values.quick ? QUICK : FULL;
+  const profileDir = values.profile ? path.join(outDir, "profiles") : undefined;
+  const config: BenchConfig = {
+    ...base,
+    rounds: positiveInt("rounds", values.rounds, base.rounds),
+    workers: positiveInt("workers", values.workers, base.workers),
+    concurrency: positiveInt("concurrency", values.concurrency, base.concurrency),
+    profileDir,
+  };
+  const redisVersion = redisServerVersion();
+  if (redisVersion === undefined) {
+    process.stderr.write(`${REDIS_MISSING}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  process.stderr.write("bench: building taskfleet's master and worker…\n");
+  buildTaskfleet();
+  if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
+
+  const startedAt = new Date();
+  const cpuBefore = cpuCounters();
+  const loadBefore = os.loadavg();
+  const versions = { ...(await taskfleet.versions()), ...(await bullmq.versions()) };
+  const rounds: Results["rounds"] = [];
+  process.stderr.write(
+    `bench: ${config.mode}, ${config.rounds} round(s), ${config.workers} workers × concurrency ${config.concurrency}, Redis ${redisVersion}\n`,
+  );
+  for (let r = 1; r <= config.rounds; r++) {
+    const perSystem: Partial<Record<SystemName, Partial<RoundResult>>> = {};
+    for (const scenario of scenarioNames) {
+      // A B, A B, …: each scenario runs both systems back to back, so a busy spell on the machine
+      // lands on both rather than on one.
+      for (const name of systemOrder) {
+        const started = performance.now();
+        const result = await scenarios[scenario](systems[name], config);
+        perSystem[name] = { ...perSystem[name], [scenario]: result };
+        const seconds = ((performance.now() - started) / 1000).toFixed(1);
+        process.stderr.write(
+          `  round ${r}/${config.rounds} ${scenario.padEnd(10)} ${systemLabels[name].padEnd(9)} ${summary(scenario, result)} (${seconds} s)\n`,
+        );
+      }
+    }
+    rounds.push({
+      round: r,
+      taskfleet: perSystem.taskfleet as RoundResult,
+      bullmq: perSystem.bullmq as RoundResult,
+    });
+  }
+  const cpuAfter = cpuCounters();
+  const busyPercent =
+    (100 * (cpuAfter.busy - cpuBefore.busy)) / Math.max(1, cpuAfter.total - cpuBefore.total);
+  const command = values.quick ? "npm run bench -- --quick" : "npm run bench";
+  const results: Results = roundTree({
+    mode: config.mode,
+    command,
+    startedAt: startedAt.toISOString(),
+    durationSeconds: (Date.now() - startedAt.getTime()) / 1000,
+    machine: {
+      ...machine(),
+      loadAverageBefore: loadBefore,
+      loadAverageAfter: os.loadavg(),
+      // Everything, the benchmark included: what share of the machine's CPU was busy while it ran.
+      cpuBusyPercentDuringRun: busyPercent,
+    },
+    versions,
+    config: { ...config, profileDir: profileDir && path.relative(repoRoot, profileDir) },
+    rounds,
+    medians: medians(rounds, figures(config)),
+  });
+  const basename = config.mode === "quick" ? "quick" : "latest";
+  const table = writeOutputs(results, outDir, basename);
+  process.stdout.write(`\n${table}\n\n${describeMachine(results)}\n`);
+  process.stdout.write(
+    `load average before ${loadBefore.map((l) => l.toFixed(2)).join(" ")}, after ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}; machine CPU busy ${busyPercent.toFixed(0)}% during the run\n`,
+  );
+  process.stdout.write(`results: bench/results/${basename}.json, .svg, .md\n`);
+
+  if (profileDir !== undefined) {
+    for (const file of readdirSync(profileDir)
+      .filter((f) => f.endsWith(".cpuprofile"))
+      .sort()) {
+      process.stdout.write(
+        `\nhot spots in ${path.relative(repoRoot, path.join(profileDir, file))} (self time):\n`,
+      );
+      for (const spot of hotSpots(path.join(profileDir, file), repoRoot, 25)) {
+        process.stdout.write(`  ${spot.selfPercent.toFixed(1).padStart(5)}%  ${spot.name}\n`);
+      }
+    }
+  }
+}
+
+try {
+  await main();
+} catch (error) {
+  process.stderr.write(
+    `bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+  );
+  process.exitCode = 1;
+} finally {
+  await stopAllChildren();
+}

@@ -1,0 +1,307 @@
+/**
+ * The four measures, written once against {@link System} so both systems are driven by exactly the
+ * same client-side code. Each run starts the system fresh (broker and workers) and stops it after.
+ */
+import { sleep } from "./lib/processes.js";
+import { percentile } from "./lib/stats.js";
+import type { Deployment, System, TaskSpec } from "./systems/system.js";
+
+export interface BenchConfig {
+  mode: "full" | "quick";
+  /** Rounds of A B alternation; every figure is the median over rounds. */
+  rounds: number;
+  /** Worker processes for throughput and latency (the same for both systems). */
+  workers: number;
+  /** Tasks each worker process runs at once (the same for both systems). */
+  concurrency: number;
+  /** Tasks per submit request. */
+  batchSize: number;
+  throughputTasks: number;
+  /** Single tasks, one after another, on an idle system. */
+  idleSamples: number;
+  /** Open-loop arrival rate for the latency-under-load figure, tasks per second. */
+  rate: number;
+  rateSeconds: number;
+  /** `cpu` tasks per scale-out run, and their `n`. */
+  cpuTasks: number;
+  cpuN: number;
+  /** Tasks queued (with no workers) for the memory figure. */
+  memoryTasks: number;
+  /** Directory for CPU profiles of taskfleet's master during throughput runs; none when unset. */
+  profileDir?: string | undefined;
+}
+
+export interface ThroughputResult {
+  tasks: number;
+  seconds: number;
+  tasksPerSecond: number;
+}
+
+export interface LatencyResult {
+  idle: { samples: number; p50Ms: number; p99Ms: number; meanMs: number };
+  underLoad: {
+    targetRate: number;
+    achievedRate: number;
+    samples: number;
+    p50Ms: number;
+    p99Ms: number;
+  };
+}
+
+export interface ScaleOutResult {
+  tasks: number;
+  n: number;
+  oneWorkerSeconds: number;
+  twoWorkersSeconds: number;
+  speedup: number;
+}
+
+export interface MemoryResult {
+  tasks: number;
+  baselineBytes: number;
+  loadedBytes: number;
+  bytesPerTask: number;
+  /** taskfleet: V8 heap in use after GC, per task; BullMQ: Redis RSS per task. */
+  detailBytesPerTask: number;
+}
+
+export interface RoundResult {
+  throughput: ThroughputResult;
+  latency: LatencyResult;
+  scaleOut: ScaleOutResult;
+  memory: MemoryResult;
+}
+
+export type ScenarioName = keyof RoundResult;
+export const scenarioNames: readonly ScenarioName[] = [
+  "throughput",
+  "latency",
+  "scaleOut",
+  "memory",
+];
+
+/** Tasks not counted, run first so each run measures warm code (JIT, connection pools). */
+const WARMUP_TASKS = 1_000;
+const WARMUP_SINGLE = 30;
+/** How often the throughput run asks how many tasks have finished. */
+const POLL_MS = 10;
+
+function echoTasks(count: number, offset = 0): TaskSpec[] {
+  return Array.from({ length: count }, (_, i) => ({ type: "echo", payload: { i: offset + i } }));
+}
+
+async function submitInBatches(
+  deployment: Deployment,
+  tasks: readonly TaskSpec[],
+  batchSize: number,
+): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < tasks.length; i += batchSize) {
+    ids.push(...(await deployment.submitBatch(tasks.slice(i, i + batchSize))));
+  }
+  return ids;
+}
+
+/** Polls until `target` tasks have finished, for at most `timeoutMs`. */
+async function waitFinished(
+  deployment: Deployment,
+  target: number,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const done = await deployment.finished();
+    if (done >= target) return;
+    if (performance.now() > deadline) {
+      throw new Error(`only ${done} of ${target} tasks finished within ${timeoutMs / 1000} s`);
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+async function withDeployment<T>(
+  system: System,
+  options: Parameters<System["start"]>[0],
+  body: (deployment: Deployment) => Promise<T>,
+): Promise<T> {
+  const deployment = await system.start(options);
+  try {
+    return await body(deployment);
+  } finally {
+    await deployment.stop();
+  }
+}
+
+/**
+ * Throughput: `throughputTasks` echo tasks submitted in batches while the workers run; the time
+ * from the first submit until the last task has finished.
+ */
+export function throughput(system: System, config: BenchConfig): Promise<ThroughputResult> {
+  const profileDir = system.name === "taskfleet" ? config.profileDir : undefined;
+  return withDeployment(
+    system,
+    { workers: config.workers, concurrency: config.concurrency, profileDir },
+    async (deployment) => {
+      await submitInBatches(deployment, echoTasks(WARMUP_TASKS), config.batchSize);
+      await waitFinished(deployment, WARMUP_TASKS, 60_000);
+      const tasks = echoTasks(config.throughputTasks, WARMUP_TASKS);
+      const start = performance.now();
+      await submitInBatches(deployment, tasks, config.batchSize);
+      await waitFinished(deployment, WARMUP_TASKS + tasks.length, 120_000);
+      const seconds = (performance.now() - start) / 1000;
+      return { tasks: tasks.length, seconds, tasksPerSecond: tasks.length / seconds };
+    },
+  );
+}
+
+/**
+ * Latency, submit to result, as a client sees it: single tasks one after another on an idle
+ * system, then an open-loop stream at a fixed rate (each task is sent at its scheduled time
+ * whether or not earlier ones are done, so a slow system cannot slow the arrivals down).
+ */
+export function latency(system: System, config: BenchConfig): Promise<LatencyResult> {
+  return withDeployment(
+    system,
+    { workers: config.workers, concurrency: config.concurrency },
+    async (deployment) => {
+      let next = 0;
+      const nextTask = (): TaskSpec => ({ type: "echo", payload: { i: next++ } });
+      for (let i = 0; i < WARMUP_SINGLE; i++) await deployment.runOne(nextTask());
+      const idle: number[] = [];
+      for (let i = 0; i < config.idleSamples; i++) {
+        const start = performance.now();
+        await deployment.runOne(nextTask());
+        idle.push(performance.now() - start);
+      }
+      const loaded = await openLoop(deployment, config.rate, config.rateSeconds, nextTask);
+      return {
+        idle: {
+          samples: idle.length,
+          p50Ms: percentile(idle, 50),
+          p99Ms: percentile(idle, 99),
+          meanMs: idle.reduce((a, b) => a + b, 0) / idle.length,
+        },
+        underLoad: {
+          targetRate: config.rate,
+          achievedRate: loaded.achievedRate,
+          samples: loaded.samples.length,
+          p50Ms: percentile(loaded.samples, 50),
+          p99Ms: percentile(loaded.samples, 99),
+        },
+      };
+    },
+  );
+}
+
+async function openLoop(
+  deployment: Deployment,
+  rate: number,
+  seconds: number,
+  nextTask: () => TaskSpec,
+): Promise<{ samples: number[]; achievedRate: number }> {
+  const count = Math.round(rate * seconds);
+  const intervalMs = 1000 / rate;
+  const samples: number[] = [];
+  const inFlight: Promise<void>[] = [];
+  let outstanding = 0;
+  const start = performance.now();
+  for (let i = 0; i < count; i++) {
+    const wait = start + i * intervalMs - performance.now();
+    if (wait > 0) await sleep(wait);
+    // A system that falls this far behind is saturated: the figure would measure the backlog.
+    if (outstanding > rate * 5) {
+      throw new Error(
+        `more than ${rate * 5} tasks outstanding at ${rate}/s: the system is saturated`,
+      );
+    }
+    const sent = performance.now();
+    outstanding++;
+    inFlight.push(
+      deployment.runOne(nextTask()).then(() => {
+        outstanding--;
+        samples.push(performance.now() - sent);
+      }),
+    );
+  }
+  const sentSeconds = (performance.now() - start) / 1000;
+  await Promise.all(inFlight);
+  return { samples, achievedRate: count / sentSeconds };
+}
+
+/**
+ * Scale-out: the same batch of `cpu` tasks through one worker, then through two (concurrency 1
+ * each), each on a fresh system; the time from submit to the last recorded finish.
+ */
+export async function scaleOut(system: System, config: BenchConfig): Promise<ScaleOutResult> {
+  const run = (workers: number) =>
+    withDeployment(system, { workers, concurrency: 1 }, async (deployment) => {
+      const warmup: TaskSpec[] = Array.from({ length: 2 * workers }, () => ({
+        type: "cpu",
+        payload: { n: config.cpuN },
+      }));
+      await deployment.submitBatch(warmup);
+      await waitFinished(deployment, warmup.length, 60_000);
+      const tasks: TaskSpec[] = Array.from({ length: config.cpuTasks }, () => ({
+        type: "cpu",
+        payload: { n: config.cpuN },
+      }));
+      const start = Date.now();
+      const ids = await deployment.submitBatch(tasks);
+      // Polled slowly: the figure comes from the finish times the system recorded, and polling
+      // must not take CPU from the two workers.
+      await waitFinishedSlowly(deployment, warmup.length + tasks.length, 300_000);
+      const finished = await deployment.finishTimes(ids, tasks);
+      return (Math.max(...finished) - start) / 1000;
+    });
+  const oneWorkerSeconds = await run(1);
+  const twoWorkersSeconds = await run(2);
+  return {
+    tasks: config.cpuTasks,
+    n: config.cpuN,
+    oneWorkerSeconds,
+    twoWorkersSeconds,
+    speedup: oneWorkerSeconds / twoWorkersSeconds,
+  };
+}
+
+async function waitFinishedSlowly(deployment: Deployment, target: number, timeoutMs: number) {
+  const deadline = performance.now() + timeoutMs;
+  while ((await deployment.finished()) < target) {
+    if (performance.now() > deadline)
+      throw new Error(`scale-out did not finish in ${timeoutMs} ms`);
+    await sleep(200);
+  }
+}
+
+/**
+ * Memory: with no workers, the broker's memory before and after `memoryTasks` echo tasks are
+ * queued, per task. A first batch is queued before the baseline so that code and buffers that any
+ * first request allocates are not counted as task memory.
+ */
+export function memory(system: System, config: BenchConfig): Promise<MemoryResult> {
+  return withDeployment(
+    system,
+    { workers: 0, concurrency: 1, measureMemory: true },
+    async (deployment) => {
+      await submitInBatches(deployment, echoTasks(WARMUP_TASKS), config.batchSize);
+      const before = await deployment.memory();
+      await submitInBatches(
+        deployment,
+        echoTasks(config.memoryTasks, WARMUP_TASKS),
+        config.batchSize,
+      );
+      const after = await deployment.memory();
+      return {
+        tasks: config.memoryTasks,
+        baselineBytes: before.bytes,
+        loadedBytes: after.bytes,
+        bytesPerTask: (after.bytes - before.bytes) / config.memoryTasks,
+        detailBytesPerTask: (after.detailBytes - before.detailBytes) / config.memoryTasks,
+      };
+    },
+  );
+}
+
+export const scenarios: {
+  readonly [K in ScenarioName]: (system: System, config: BenchConfig) => Promise<RoundResult[K]>;
+} = { throughput, latency, scaleOut, memory };
