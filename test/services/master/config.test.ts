@@ -1,0 +1,132 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ConfigError, loadConfig } from "../../../services/master/src/config.js";
+
+const valid = { WORKER_TOKEN: "w" };
+
+function problemsFor(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError);
+    return error.problems;
+  }
+  assert.fail(`expected ${JSON.stringify(env)} to be rejected`);
+}
+
+describe("master configuration", () => {
+  it("applies the documented defaults when only WORKER_TOKEN is set", () => {
+    assert.deepEqual(loadConfig(valid), {
+      port: 8080,
+      host: "0.0.0.0",
+      apiToken: undefined,
+      workerToken: "w",
+      leaseSeconds: 30,
+      maxAttempts: 3,
+      taskTimeoutSeconds: 300,
+      resultTtlSeconds: 3600,
+      resultMaxCount: 100000,
+      retryBackoffMs: 1000,
+      bodyLimitBytes: 1048576,
+      shutdownGraceSeconds: 25,
+      logLevel: "info",
+    });
+  });
+
+  it("reads every variable", () => {
+    const config = loadConfig({
+      PORT: "9000",
+      HOST: "127.0.0.1",
+      API_TOKEN: "a",
+      WORKER_TOKEN: "w",
+      LEASE_SECONDS: "5",
+      MAX_ATTEMPTS: "7",
+      TASK_TIMEOUT_SECONDS: "60",
+      RESULT_TTL_SECONDS: "10",
+      RESULT_MAX_COUNT: "50",
+      RETRY_BACKOFF_MS: "0",
+      BODY_LIMIT_BYTES: "2048",
+      SHUTDOWN_GRACE_SECONDS: "0",
+      LOG_LEVEL: "debug",
+    });
+    assert.equal(config.port, 9000);
+    assert.equal(config.host, "127.0.0.1");
+    assert.equal(config.apiToken, "a");
+    assert.equal(config.leaseSeconds, 5);
+    assert.equal(config.maxAttempts, 7);
+    assert.equal(config.taskTimeoutSeconds, 60);
+    assert.equal(config.resultTtlSeconds, 10);
+    assert.equal(config.resultMaxCount, 50);
+    assert.equal(config.retryBackoffMs, 0);
+    assert.equal(config.bodyLimitBytes, 2048);
+    assert.equal(config.shutdownGraceSeconds, 0);
+    assert.equal(config.logLevel, "debug");
+  });
+
+  const bad: [string, string, string][] = [
+    ["PORT", "abc", 'PORT must be an integer from 1 to 65535 (got "abc")'],
+    ["PORT", "0", 'PORT must be an integer from 1 to 65535 (got "0")'],
+    ["PORT", "65536", 'PORT must be an integer from 1 to 65535 (got "65536")'],
+    ["PORT", "80.5", 'PORT must be an integer from 1 to 65535 (got "80.5")'],
+    ["PORT", "", 'PORT must be an integer from 1 to 65535 (got "")'],
+    [
+      "HOST",
+      "not a host",
+      'HOST must be an IP address or a host name to listen on (got "not a host")',
+    ],
+    ["LEASE_SECONDS", "0", 'LEASE_SECONDS must be an integer from 1 to 3600 (got "0")'],
+    ["MAX_ATTEMPTS", "101", 'MAX_ATTEMPTS must be an integer from 1 to 100 (got "101")'],
+    [
+      "TASK_TIMEOUT_SECONDS",
+      "86401",
+      'TASK_TIMEOUT_SECONDS must be an integer from 1 to 86400 (got "86401")',
+    ],
+    [
+      "RESULT_TTL_SECONDS",
+      "-1",
+      'RESULT_TTL_SECONDS must be an integer from 1 to 2592000 (got "-1")',
+    ],
+    ["RESULT_MAX_COUNT", "0", 'RESULT_MAX_COUNT must be an integer ≥ 1 (got "0")'],
+    [
+      "RETRY_BACKOFF_MS",
+      "600001",
+      'RETRY_BACKOFF_MS must be an integer from 0 to 600000 (got "600001")',
+    ],
+    ["BODY_LIMIT_BYTES", "1023", 'BODY_LIMIT_BYTES must be an integer ≥ 1024 (got "1023")'],
+    [
+      "SHUTDOWN_GRACE_SECONDS",
+      "1e3",
+      'SHUTDOWN_GRACE_SECONDS must be an integer from 0 to 3600 (got "1e3")',
+    ],
+    [
+      "LOG_LEVEL",
+      "verbose",
+      'LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent (got "verbose")',
+    ],
+  ];
+  for (const [name, value, message] of bad) {
+    it(`rejects ${name}=${JSON.stringify(value)} with a message naming ${name}`, () => {
+      assert.deepEqual(problemsFor({ ...valid, [name]: value }), [message]);
+    });
+  }
+
+  it("requires WORKER_TOKEN", () => {
+    assert.deepEqual(problemsFor({}), ["WORKER_TOKEN must be set to a non-empty string"]);
+  });
+
+  it("rejects blank tokens without echoing them", () => {
+    const problems = problemsFor({ WORKER_TOKEN: "   ", API_TOKEN: "" });
+    assert.deepEqual(problems, [
+      "API_TOKEN must be a non-empty string when set",
+      "WORKER_TOKEN must be set to a non-empty string",
+    ]);
+  });
+
+  it("reports every bad variable at once", () => {
+    const problems = problemsFor({ PORT: "x", LEASE_SECONDS: "y" });
+    assert.equal(problems.length, 3);
+    assert.match(problems.join("\n"), /PORT/);
+    assert.match(problems.join("\n"), /LEASE_SECONDS/);
+    assert.match(problems.join("\n"), /WORKER_TOKEN/);
+  });
+});
