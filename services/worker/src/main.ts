@@ -1,5 +1,5 @@
-import { pino } from "pino";
 import { ConfigError, loadConfig } from "./config.js";
+import { createLogger } from "./logger.js";
 import { MasterClient } from "./master-client.js";
 import { loadTaskRegistry } from "./tasks/registry.js";
 import { Worker } from "./worker.js";
@@ -20,10 +20,7 @@ async function main(): Promise<number> {
     throw error;
   }
 
-  const logger = pino({
-    level: config.logLevel,
-    base: { service: "taskfleet-worker", workerId: config.workerId },
-  });
+  const logger = createLogger(config.logLevel, { workerId: config.workerId });
   const registry = await loadTaskRegistry();
   const master = new MasterClient({ masterUrl: config.masterUrl, workerToken: config.workerToken });
   const worker = new Worker({

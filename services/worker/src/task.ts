@@ -1,5 +1,7 @@
 import type { z } from "zod";
 
+export { z } from "zod";
+
 /** What a handler gets besides its payload. */
 export interface TaskContext {
   /**
@@ -29,12 +31,23 @@ export function defineTask<Payload>(handler: TaskHandler<Payload>): TaskHandler<
   return handler;
 }
 
+const permanentBrand = Symbol.for("taskfleet.PermanentTaskError");
+
 /**
  * Thrown by a handler for a failure that another attempt cannot fix (bad input, a missing
  * record): the task fails at once instead of being retried.
  */
 export class PermanentTaskError extends Error {
   override name = "PermanentTaskError";
+  readonly [permanentBrand] = true;
+}
+
+/**
+ * Recognises a {@link PermanentTaskError} by a global brand rather than `instanceof`, so it also
+ * holds when a handler file got its own copy of this module (loaded by a different module system).
+ */
+export function isPermanentTaskError(error: unknown): boolean {
+  return typeof error === "object" && error !== null && permanentBrand in error;
 }
 
 /** Resolves after `ms`, or rejects with the signal's reason as soon as it aborts. */

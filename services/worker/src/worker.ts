@@ -1,4 +1,4 @@
-import type { Logger } from "pino";
+import type { Logger } from "./logger.js";
 import {
   type LeasedTask,
   type LeaseRef,
@@ -6,7 +6,7 @@ import {
   MasterRejectedError,
   type TaskResult,
 } from "./master-client.js";
-import { delay, PermanentTaskError, type TaskHandler } from "./task.js";
+import { delay, isPermanentTaskError, type TaskHandler } from "./task.js";
 import type { TaskRegistry } from "./tasks/registry.js";
 
 export interface WorkerOptions {
@@ -230,7 +230,7 @@ export class Worker {
     this.finish(entry, {
       ok: false,
       error: error instanceof Error ? error.message || error.name : String(error),
-      retryable: !(error instanceof PermanentTaskError),
+      retryable: !isPermanentTaskError(error),
     });
   }
 

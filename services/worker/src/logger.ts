@@ -1,0 +1,14 @@
+import { type DestinationStream, type Logger, pino } from "pino";
+import type { LogLevel } from "./config.js";
+
+export type { Logger };
+
+/** The worker's JSON logger; `destination` defaults to stdout (tests pass their own stream). */
+export function createLogger(
+  level: LogLevel,
+  bindings: Record<string, unknown> = {},
+  destination?: DestinationStream,
+): Logger {
+  const options = { level, base: { service: "taskfleet-worker", ...bindings } };
+  return destination ? pino(options, destination) : pino(options);
+}

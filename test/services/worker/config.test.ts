@@ -1,0 +1,72 @@
+import * as assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ConfigError, loadConfig } from "../../../services/worker/src/config.js";
+
+const valid = { MASTER_URL: "http://127.0.0.1:8080", WORKER_TOKEN: "s3cret-token" };
+
+function problemWith(env: Record<string, string>): string {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError);
+    return error.message;
+  }
+  assert.fail("expected the environment to be rejected");
+}
+
+describe("worker config", () => {
+  it("applies the documented defaults", () => {
+    const config = loadConfig({ ...valid, MASTER_URL: "http://127.0.0.1:8080/" });
+    assert.equal(config.masterUrl, "http://127.0.0.1:8080");
+    assert.equal(config.concurrency, 4);
+    assert.equal(config.shutdownGraceSeconds, 25);
+    assert.equal(config.logLevel, "info");
+    assert.match(config.workerId, new RegExp(`-${process.pid}$`));
+  });
+
+  it("reads every variable", () => {
+    const config = loadConfig({
+      ...valid,
+      CONCURRENCY: "16",
+      WORKER_ID: "w-1",
+      SHUTDOWN_GRACE_SECONDS: "0",
+      LOG_LEVEL: "debug",
+    });
+    assert.deepEqual(config, {
+      masterUrl: "http://127.0.0.1:8080",
+      workerToken: "s3cret-token",
+      concurrency: 16,
+      workerId: "w-1",
+      shutdownGraceSeconds: 0,
+      logLevel: "debug",
+    });
+  });
+
+  const rejected: [Record<string, string>, string][] = [
+    [{ WORKER_TOKEN: "t" }, "MASTER_URL is required"],
+    [{ ...valid, MASTER_URL: "127.0.0.1:8080" }, "MASTER_URL must be an http:// or https:// URL"],
+    [{ MASTER_URL: valid.MASTER_URL }, "WORKER_TOKEN is required"],
+    [{ ...valid, WORKER_TOKEN: "" }, "WORKER_TOKEN must not be empty"],
+    [{ ...valid, CONCURRENCY: "0" }, 'CONCURRENCY must be an integer from 1 to 256 (got "0")'],
+    [{ ...valid, CONCURRENCY: "2.5" }, 'CONCURRENCY must be an integer from 1 to 256 (got "2.5")'],
+    [{ ...valid, CONCURRENCY: "257" }, 'CONCURRENCY must be an integer from 1 to 256 (got "257")'],
+    [
+      { ...valid, SHUTDOWN_GRACE_SECONDS: "-1" },
+      'SHUTDOWN_GRACE_SECONDS must be an integer from 0 to 3600 (got "-1")',
+    ],
+    [{ ...valid, LOG_LEVEL: "loud" }, "LOG_LEVEL must be one of fatal, error, warn, info"],
+    [{ ...valid, WORKER_ID: "  " }, "WORKER_ID must not be empty"],
+  ];
+  for (const [env, message] of rejected) {
+    it(`rejects ${JSON.stringify(env)} with "${message}"`, () => {
+      assert.ok(problemWith(env).includes(message), problemWith(env));
+    });
+  }
+
+  it("names every bad variable at once and never echoes the token", () => {
+    const message = problemWith({ WORKER_TOKEN: "s3cret-token", CONCURRENCY: "x" });
+    assert.match(message, /MASTER_URL/);
+    assert.match(message, /CONCURRENCY/);
+    assert.doesNotMatch(message, /s3cret-token/);
+  });
+});

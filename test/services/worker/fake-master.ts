@@ -1,0 +1,276 @@
+import { randomUUID } from "node:crypto";
+import * as http from "node:http";
+import type { AddressInfo } from "node:net";
+
+/** A task as the fake master keeps it. */
+export interface FakeTask {
+  id: string;
+  type: string;
+  payload: unknown;
+  status: "queued" | "running" | "succeeded" | "failed";
+  attempts: number;
+  maxAttempts: number;
+  timeoutSeconds: number;
+  leaseId?: string;
+  leaseExpiresAt?: number;
+  result?: unknown;
+  error?: string;
+  completions: number;
+}
+
+export interface RecordedCall {
+  route: string;
+  body: Record<string, unknown>;
+  at: number;
+}
+
+/**
+ * Just enough of the master's worker routes (docs/protocol.md) to drive a real worker in tests:
+ * long-poll leases, renewals, idempotent completions, releases, lease expiry, retries without
+ * backoff. Records every call. Listens on 127.0.0.1 only.
+ */
+export class FakeMaster {
+  readonly token = "test-worker-token";
+  readonly tasks = new Map<string, FakeTask>();
+  readonly calls: RecordedCall[] = [];
+  leaseSeconds: number;
+  /** While set, every worker route answers with this status. */
+  failWith: number | undefined;
+  /** While set, `complete` answers 413 for a batch with more results than this. */
+  maxResultsPerComplete: number | undefined;
+  private readonly queue: string[] = [];
+  private readonly waiters = new Set<() => void>();
+  private readonly server: http.Server;
+  private readonly sweeper: NodeJS.Timeout;
+  private port = 0;
+
+  constructor(options: { leaseSeconds?: number } = {}) {
+    this.leaseSeconds = options.leaseSeconds ?? 30;
+    this.server = http.createServer((request, response) => this.handle(request, response));
+    this.sweeper = setInterval(() => this.expireLeases(), 50);
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async listen(port = 0): Promise<this> {
+    await new Promise<void>((resolve) => this.server.listen(port, "127.0.0.1", resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+    return this;
+  }
+
+  /** Stops listening and drops open connections, as a master that crashed would. */
+  async stop(): Promise<void> {
+    for (const wake of this.waiters) wake();
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweeper);
+    if (this.server.listening) await this.stop();
+  }
+
+  add(
+    type: string,
+    payload: unknown,
+    options: { maxAttempts?: number; timeoutSeconds?: number } = {},
+  ): string {
+    const id = randomUUID();
+    this.tasks.set(id, {
+      id,
+      type,
+      payload,
+      status: "queued",
+      attempts: 0,
+      maxAttempts: options.maxAttempts ?? 3,
+      timeoutSeconds: options.timeoutSeconds ?? 300,
+      completions: 0,
+    });
+    this.queue.push(id);
+    for (const wake of this.waiters) wake();
+    return id;
+  }
+
+  callsTo(route: string): RecordedCall[] {
+    return this.calls.filter((call) => call.route === route);
+  }
+
+  /** Resolves once `predicate` holds, checking every few milliseconds, or rejects after `ms`. */
+  async until(predicate: () => boolean, ms = 5000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!predicate()) {
+      if (Date.now() > deadline) throw new Error("condition not met in time");
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
+  finished(): FakeTask[] {
+    return [...this.tasks.values()].filter(
+      (t) => t.status === "succeeded" || t.status === "failed",
+    );
+  }
+
+  private expireLeases(): void {
+    const now = Date.now();
+    for (const task of this.tasks.values()) {
+      if (
+        task.status === "running" &&
+        task.leaseExpiresAt !== undefined &&
+        task.leaseExpiresAt < now
+      ) {
+        this.endAttempt(task, "lease expired", true);
+      }
+    }
+  }
+
+  private endAttempt(task: FakeTask, error: string, retryable: boolean): void {
+    task.leaseId = undefined;
+    task.leaseExpiresAt = undefined;
+    if (retryable && task.attempts < task.maxAttempts) {
+      task.status = "queued";
+      this.queue.push(task.id);
+      for (const wake of this.waiters) wake();
+    } else {
+      task.status = "failed";
+      task.error = error;
+    }
+  }
+
+  private holds(lease: { id: string; leaseId: string }): FakeTask | undefined {
+    const task = this.tasks.get(lease.id);
+    return task?.status === "running" && task.leaseId === lease.leaseId ? task : undefined;
+  }
+
+  private handle(request: http.IncomingMessage, response: http.ServerResponse): void {
+    const chunks: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.on("end", () => {
+      const send = (status: number, body: unknown) => {
+        if (response.destroyed) return;
+        response.writeHead(status, { "content-type": "application/json" });
+        response.end(JSON.stringify(body));
+      };
+      const route = (request.url ?? "").replace(/^\/worker\/v1\//, "");
+      const body = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}");
+      this.calls.push({ route, body, at: Date.now() });
+      if (request.headers.authorization !== `Bearer ${this.token}`) {
+        send(401, { error: "Unauthorized", message: "missing or wrong worker token" });
+        return;
+      }
+      if (this.failWith !== undefined) {
+        send(this.failWith, { error: "Unavailable", message: "fake master told to fail" });
+        return;
+      }
+      switch (route) {
+        case "lease":
+          this.lease(body, send, response);
+          return;
+        case "renew": {
+          const renewed: string[] = [];
+          const lost: string[] = [];
+          for (const lease of body.leases) {
+            const task = this.holds(lease);
+            if (task) {
+              task.leaseExpiresAt = Date.now() + this.leaseSeconds * 1000;
+              renewed.push(lease.id);
+            } else {
+              lost.push(lease.id);
+            }
+          }
+          send(200, { renewed, lost, leaseSeconds: this.leaseSeconds });
+          return;
+        }
+        case "complete": {
+          if (
+            this.maxResultsPerComplete !== undefined &&
+            body.results.length > this.maxResultsPerComplete
+          ) {
+            send(413, { error: "PayloadTooLarge", message: "body too large" });
+            return;
+          }
+          const accepted: string[] = [];
+          const rejected: { id: string; reason: string }[] = [];
+          for (const result of body.results) {
+            const task = this.holds(result);
+            if (!task) {
+              rejected.push({ id: result.id, reason: "lease not current" });
+              continue;
+            }
+            accepted.push(result.id);
+            task.completions++;
+            if (result.ok) {
+              task.status = "succeeded";
+              task.result = result.result;
+              task.leaseId = undefined;
+            } else {
+              this.endAttempt(task, result.error, result.retryable);
+              task.error = result.error;
+            }
+          }
+          send(200, { accepted, rejected });
+          return;
+        }
+        case "release": {
+          const released: string[] = [];
+          for (const lease of body.leases) {
+            const task = this.holds(lease);
+            if (!task) continue;
+            task.attempts--;
+            task.status = "queued";
+            task.leaseId = undefined;
+            this.queue.push(task.id);
+            released.push(task.id);
+          }
+          send(200, { released });
+          return;
+        }
+        default:
+          send(404, { error: "NotFound", message: `no route ${request.url}` });
+      }
+    });
+  }
+
+  private lease(
+    body: { max: number; waitMs: number },
+    send: (status: number, body: unknown) => void,
+    response: http.ServerResponse,
+  ): void {
+    const handOut = () => {
+      const tasks = [];
+      while (tasks.length < body.max && this.queue.length > 0) {
+        const task = this.tasks.get(this.queue.shift() as string) as FakeTask;
+        if (task.status !== "queued") continue;
+        task.status = "running";
+        task.attempts++;
+        task.leaseId = randomUUID();
+        task.leaseExpiresAt = Date.now() + this.leaseSeconds * 1000;
+        tasks.push({
+          id: task.id,
+          leaseId: task.leaseId,
+          type: task.type,
+          payload: task.payload,
+          attempt: task.attempts,
+          timeoutSeconds: task.timeoutSeconds,
+        });
+      }
+      send(200, { tasks, leaseSeconds: this.leaseSeconds });
+    };
+    if (this.queue.length > 0 || body.waitMs === 0) {
+      handOut();
+      return;
+    }
+    const wake = () => {
+      clearTimeout(timer);
+      this.waiters.delete(wake);
+      if (!response.destroyed) handOut();
+    };
+    const timer = setTimeout(wake, body.waitMs);
+    this.waiters.add(wake);
+    response.once("close", () => {
+      clearTimeout(timer);
+      this.waiters.delete(wake);
+    });
+  }
+}
