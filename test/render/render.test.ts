@@ -78,7 +78,7 @@ describe("npm run render", () => {
     ]);
   });
 
-  test("a changed image build changes nothing but digests, which are placeholders", async () => {
+  test("image digests appear only as placeholders, so a code change alone leaves the files as they are", () => {
     // Digests are deploy-time values: the rendered diff of a code change is empty, and the
     // Pulumi preview is where the new digest shows.
     for (const [file, text] of baseline) {
