@@ -103,6 +103,14 @@ export function buildApp(options: AppOptions): FastifyInstance {
     );
   });
 
+  // While draining, each answer closes its connection: a connection that is busy when the
+  // server starts closing would otherwise sit idle on keep-alive and hold the exit until the
+  // grace period runs out.
+  app.addHook("onSend", (_request, reply, payload, done) => {
+    if (store.draining) reply.header("connection", "close");
+    done(null, payload);
+  });
+
   app.register(healthRoutes, { store, registry: metrics.registry });
   app.register(taskRoutes, {
     prefix: "/v1",
