@@ -4,7 +4,7 @@
  * workers, all as child processes), alternates the two systems run by run, and writes the medians
  * as a table, a JSON file and an SVG chart under bench/results/. See docs/performance.md.
  */
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
@@ -145,6 +145,40 @@ function writeOutputs(results: Results, outDir: string, basename: string): strin
   return table;
 }
 
+const DOC_START = "<!-- bench:results:start -->";
+const DOC_END = "<!-- bench:results:end -->";
+
+/**
+ * Replaces the results section of docs/performance.md (between its markers) with this run's
+ * table, so the page and the committed JSON always show the same run. False when the page has no
+ * markers.
+ */
+function updatePerformanceDoc(results: Results, table: string): boolean {
+  const file = fromRepoRoot("docs/performance.md");
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch {
+    return false;
+  }
+  const start = text.indexOf(DOC_START);
+  const end = text.indexOf(DOC_END);
+  if (start < 0 || end < start) return false;
+  const m = results.machine;
+  const load = (values: unknown) => (values as number[]).map((v) => v.toFixed(2)).join(" ");
+  const section = [
+    DOC_START,
+    `Run of ${results.startedAt.slice(0, 16).replace("T", " ")} UTC, \`${results.command}\`, ${results.config.rounds} rounds, ${Math.round(results.durationSeconds)} s. Machine: ${describeMachine(results)}. Load average before ${load(m.loadAverageBefore)}, after ${load(m.loadAverageAfter)}; the machine's CPU was ${Math.round(Number(m.cpuBusyPercentDuringRun))}% busy during the run (the benchmark included).`,
+    "",
+    table,
+    "",
+    "![taskfleet vs BullMQ](../bench/results/latest.svg)",
+    DOC_END,
+  ].join("\n");
+  writeFileSync(file, text.slice(0, start) + section + text.slice(end + DOC_END.length));
+  return true;
+}
+
 function roundTree<T>(value: T): T {
   return JSON.parse(
     JSON.stringify(value, (_key, v) =>
@@ -197,7 +231,11 @@ async function main(): Promise<void> {
   }
   process.stderr.write("bench: building taskfleet's master and worker…\n");
   buildTaskfleet();
-  if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
+  if (profileDir !== undefined) {
+    // Profiles of an earlier run would be added into this run's hot spots.
+    rmSync(profileDir, { recursive: true, force: true });
+    mkdirSync(profileDir, { recursive: true });
+  }
 
   const startedAt = new Date();
   const cpuBefore = cpuCounters();
@@ -259,15 +297,22 @@ async function main(): Promise<void> {
       .join(" ")}; machine CPU busy ${busyPercent.toFixed(0)}% during the run\n`,
   );
   process.stdout.write(`results: bench/results/${basename}.json, .svg, .md\n`);
+  if (config.mode === "full") {
+    const updated = updatePerformanceDoc(results, table);
+    process.stdout.write(updated ? "docs/performance.md: results section updated\n" : "");
+  }
 
   if (profileDir !== undefined) {
-    for (const file of readdirSync(profileDir)
-      .filter((f) => f.endsWith(".cpuprofile"))
-      .sort()) {
+    const files = readdirSync(profileDir).filter((f) => f.endsWith(".cpuprofile"));
+    for (const role of ["master", "worker"]) {
+      const mine = files
+        .filter((f) => f.startsWith(`${role}.`))
+        .map((f) => path.join(profileDir, f));
+      if (mine.length === 0) continue;
       process.stdout.write(
-        `\nhot spots in ${path.relative(repoRoot, path.join(profileDir, file))} (self time):\n`,
+        `\nhot spots of taskfleet's ${role} in throughput runs (self time, ${mine.length} profile(s) in ${path.relative(repoRoot, profileDir)}):\n`,
       );
-      for (const spot of hotSpots(path.join(profileDir, file), repoRoot, 25)) {
+      for (const spot of hotSpots(mine, repoRoot, 25)) {
         process.stdout.write(`  ${spot.selfPercent.toFixed(1).padStart(5)}%  ${spot.name}\n`);
       }
     }

@@ -26,11 +26,24 @@ function shorten(url: string, repoRoot: string): string {
   return file.startsWith(repoRoot) ? path.relative(repoRoot, file) : file || "(native)";
 }
 
-/** The functions with the most self time in a profile, merged by name and location. */
-export function hotSpots(file: string, repoRoot: string, top = 20): HotSpot[] {
+/**
+ * The functions with the most self time over one or more profiles (of the same program: their
+ * samples are added up), merged by name and location. `(idle)` is time the thread waited for I/O.
+ */
+export function hotSpots(files: readonly string[], repoRoot: string, top = 20): HotSpot[] {
+  const selfHits = new Map<string, number>();
+  let total = 0;
+  for (const file of files) total += addSamples(file, repoRoot, selfHits);
+  return [...selfHits.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top)
+    .map(([name, hits]) => ({ name, selfPercent: total === 0 ? 0 : (100 * hits) / total }));
+}
+
+/** Adds a profile's self time per function into `selfHits`; returns the profile's total. */
+function addSamples(file: string, repoRoot: string, selfHits: Map<string, number>): number {
   const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
-  const selfHits = new Map<string, number>();
   let total = 0;
   // Weighted by sample interval when present, so a stalled sampler does not skew shares.
   const samples = profile.samples ?? [];
@@ -52,8 +65,5 @@ export function hotSpots(file: string, repoRoot: string, top = 20): HotSpot[] {
       total += node.hitCount ?? 0;
     }
   }
-  return [...selfHits.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, top)
-    .map(([name, hits]) => ({ name, selfPercent: total === 0 ? 0 : (100 * hits) / total }));
+  return total;
 }

@@ -159,6 +159,9 @@ function settleMaster(master: Child): Promise<NodeJS.MemoryUsage> {
   });
 }
 
+/** Starts so far, to name CPU profiles apart. */
+let runs = 0;
+
 export const taskfleet: System = {
   name: "taskfleet",
   label: "taskfleet",
@@ -175,7 +178,16 @@ export const taskfleet: System = {
     const workerToken = randomBytes(18).toString("base64url");
     const nodeArgs: string[] = [];
     if (options.measureMemory) nodeArgs.push("--expose-gc", "--require", memoryProbe);
-    if (options.profileDir) nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${options.profileDir}`);
+    const run = ++runs;
+    const profile = (role: string) =>
+      options.profileDir === undefined
+        ? []
+        : [
+            "--cpu-prof",
+            `--cpu-prof-dir=${options.profileDir}`,
+            `--cpu-prof-name=${role}.run${run}.${process.pid}.cpuprofile`,
+          ];
+    nodeArgs.push(...profile("master"));
     const master = startChild("taskfleet master", process.execPath, [...nodeArgs, masterEntry], {
       env: childEnv({
         PORT: String(port),
@@ -198,16 +210,21 @@ export const taskfleet: System = {
       );
       for (let i = 0; i < options.workers; i++) {
         workers.push(
-          startChild(`taskfleet worker ${i + 1}`, process.execPath, [workerEntry], {
-            env: childEnv({
-              MASTER_URL: url.origin,
-              WORKER_TOKEN: workerToken,
-              CONCURRENCY: String(options.concurrency),
-              WORKER_ID: `bench-worker-${i + 1}`,
-              LOG_LEVEL: "warn",
-              SHUTDOWN_GRACE_SECONDS: "2",
-            }),
-          }),
+          startChild(
+            `taskfleet worker ${i + 1}`,
+            process.execPath,
+            [...profile("worker"), workerEntry],
+            {
+              env: childEnv({
+                MASTER_URL: url.origin,
+                WORKER_TOKEN: workerToken,
+                CONCURRENCY: String(options.concurrency),
+                WORKER_ID: `bench-worker-${i + 1}`,
+                LOG_LEVEL: "warn",
+                SHUTDOWN_GRACE_SECONDS: "2",
+              }),
+            },
+          ),
         );
       }
       for (const worker of workers) {
