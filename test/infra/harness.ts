@@ -65,9 +65,9 @@ const declaredSecretKeys = new Set(
 const stackFilePattern = /^Pulumi\.([^.]+)\.yaml$/;
 
 /** The stacks of the repository, from `Pulumi.<stack>.yaml` at its root, sorted. */
-export function listStacks(): string[] {
+export function listStacks(root: string = repoRoot): string[] {
   return fs
-    .readdirSync(repoRoot)
+    .readdirSync(root)
     .map((file) => stackFilePattern.exec(file)?.[1])
     .filter((stack): stack is string => stack !== undefined)
     .sort();
@@ -79,8 +79,8 @@ interface ProjectFile {
 }
 
 /** `Pulumi.yaml`, parsed. */
-export function readProjectFile(): ProjectFile {
-  const project = YAML.parse(fs.readFileSync(path.join(repoRoot, "Pulumi.yaml"), "utf8"));
+export function readProjectFile(root: string = repoRoot): ProjectFile {
+  const project = YAML.parse(fs.readFileSync(path.join(root, "Pulumi.yaml"), "utf8"));
   if (typeof project?.name !== "string") throw new Error("Pulumi.yaml has no project name");
   return project as ProjectFile;
 }
@@ -97,8 +97,11 @@ function configString(key: string, value: unknown): string {
   );
 }
 
-function loadStack(stack: string): { config: Record<string, string>; secretKeys: string[] } {
-  const project = readProjectFile();
+function loadStack(
+  stack: string,
+  root: string = repoRoot,
+): { config: Record<string, string>; secretKeys: string[] } {
+  const project = readProjectFile(root);
   const config: Record<string, string> = {};
   const secretKeys: string[] = [];
   // Project defaults first, as the CLI merges them: `default` for project keys, `value` for others.
@@ -112,7 +115,7 @@ function loadStack(stack: string): { config: Record<string, string>; secretKeys:
       config[full] = configString(full, declaration);
     }
   }
-  const file = path.join(repoRoot, `Pulumi.${stack}.yaml`);
+  const file = path.join(root, `Pulumi.${stack}.yaml`);
   if (!fs.existsSync(file)) throw new Error(`no stack file Pulumi.${stack}.yaml`);
   const stackFile = YAML.parse(fs.readFileSync(file, "utf8")) ?? {};
   for (const [key, value] of Object.entries(stackFile.config ?? {})) {
@@ -133,6 +136,14 @@ function loadStack(stack: string): { config: Record<string, string>; secretKeys:
  */
 export function stackConfig(stack: string): Record<string, string> {
   return loadStack(stack).config;
+}
+
+/** {@link stackConfig} for a project in another directory, with the keys marked secret. */
+export function stackConfigIn(
+  root: string,
+  stack: string,
+): { config: Record<string, string>; secretKeys: string[] } {
+  return loadStack(stack, root);
 }
 
 function digestOf(text: string): string {
@@ -242,6 +253,49 @@ function mockState(
 // `waitForRPCs` is internal to @pulumi/pulumi: imported by path, typed here.
 const settings: { waitForRPCs(): Promise<void> } = require("@pulumi/pulumi/runtime/settings");
 
+/** What the mocks of one evaluation saw. */
+export interface RecordingMocks {
+  mocks: pulumi.runtime.Mocks;
+  resources: RecordedResource[];
+  invokes: string[];
+  /** Errors thrown to the program (unknown invokes), reported by {@link evaluateStack}. */
+  failures: Error[];
+}
+
+/**
+ * Mocks that record every custom resource with its inputs and every invoke, answer only the
+ * invokes the program is known to make, and throw `unexpected invoke <token>` on any other.
+ */
+export function createRecordingMocks(): RecordingMocks {
+  const resources: RecordedResource[] = [];
+  const invokes: string[] = [];
+  const failures: Error[] = [];
+  const mocks: pulumi.runtime.Mocks = {
+    newResource(args) {
+      const inputs = autoName(
+        args.type,
+        args.name,
+        unwrapSecrets(args.inputs) as Record<string, unknown>,
+      );
+      if (args.custom !== false) resources.push({ type: args.type, name: args.name, inputs });
+      return { id: `${args.name}-id`, state: mockState(args.type, args.name, inputs) };
+    },
+    call(args) {
+      invokes.push(args.token);
+      const known = knownInvokes[args.token];
+      if (known === undefined) {
+        const error = new Error(`unexpected invoke ${args.token}`);
+        // The engine passes the program an error without this message, and an invoke whose
+        // result nobody awaits fails unseen: evaluateStack reports it.
+        failures.push(error);
+        throw error;
+      }
+      return known(args.inputs);
+    },
+  };
+  return { mocks, resources, invokes, failures };
+}
+
 let evaluating = false;
 
 /**
@@ -257,31 +311,10 @@ export async function evaluateStack(
   try {
     const project = readProjectFile();
     const { config, secretKeys } = loadStack(stack);
-    const resources: RecordedResource[] = [];
-    const invokes: string[] = [];
+    const recording = createRecordingMocks();
+    const { resources, invokes, failures } = recording;
 
-    await pulumi.runtime.setMocks(
-      {
-        newResource(args) {
-          const inputs = autoName(
-            args.type,
-            args.name,
-            unwrapSecrets(args.inputs) as Record<string, unknown>,
-          );
-          if (args.custom !== false) resources.push({ type: args.type, name: args.name, inputs });
-          return { id: `${args.name}-id`, state: mockState(args.type, args.name, inputs) };
-        },
-        call(args) {
-          invokes.push(args.token);
-          const known = knownInvokes[args.token];
-          if (known === undefined) throw new Error(`unexpected invoke ${args.token}`);
-          return known(args.inputs);
-        },
-      },
-      project.name,
-      stack,
-      false,
-    );
+    await pulumi.runtime.setMocks(recording.mocks, project.name, stack, false);
     // An override of a key the project declares secret is passed as a secret, as `--secret` would.
     const secretOverrides = Object.keys(overrides).filter((key) => declaredSecretKeys.has(key));
     pulumi.runtime.setAllConfig({ ...config, ...overrides }, [...secretKeys, ...secretOverrides]);
@@ -298,6 +331,7 @@ export async function evaluateStack(
       outputs[key] = (await pulumi.isSecret(output)) ? { secret: true, value } : value;
     }
     await settings.waitForRPCs();
+    if (failures.length > 0) throw failures[0];
     return { stack, resources, outputs, invokes };
   } finally {
     evaluating = false;
