@@ -3,6 +3,9 @@ import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import type { ClusterTarget, LocalDestination } from "./target";
 
+/** The metrics-server Helm chart installed into kind clusters. */
+export const metricsServerChartVersion = "3.12.2";
+
 export interface KindClusterArgs {
   /** The kind cluster's name: lower-case letters, digits and '-'. */
   clusterName: string;
@@ -48,6 +51,20 @@ export class KindCluster extends pulumi.ComponentResource implements ClusterTarg
       { kubeconfig: this.kubeconfig },
       { parent: this, dependsOn: [cluster] },
     );
+    // The worker autoscaler reads CPU use from metrics-server, which kind does not ship. kind's
+    // kubelets serve self-signed certificates, hence the insecure kubelet TLS.
+    new k8s.helm.v3.Release(
+      `${name}-metrics-server`,
+      {
+        chart: "metrics-server",
+        version: metricsServerChartVersion,
+        repositoryOpts: { repo: "https://kubernetes-sigs.github.io/metrics-server/" },
+        namespace: "kube-system",
+        values: { args: ["--kubelet-insecure-tls"] },
+      },
+      { parent: this, provider: this.provider },
+    );
+
     this.images = {
       kind: "local",
       loadCommand: `kind load docker-image --name ${args.clusterName}`,

@@ -23,10 +23,13 @@ export function resourcesOfType(evaluation: StackEvaluation, type: string): Reco
   return evaluation.resources.filter((r) => r.type === type);
 }
 
-/** Kubernetes objects (not the provider) the program declares. */
+/** A Helm release is not an object of its own: its chart's objects are rendered by Helm. */
+const helmRelease = "kubernetes:helm.sh/v3:Release";
+
+/** Kubernetes objects the program declares itself (not the provider, not Helm releases). */
 export function kubernetesObjects(evaluation: StackEvaluation): RecordedResource[] {
   return evaluation.resources.filter(
-    (r) => r.type.startsWith("kubernetes:") && !r.type.startsWith("pulumi:providers:"),
+    (r) => r.type.startsWith("kubernetes:") && r.type !== helmRelease,
   );
 }
 

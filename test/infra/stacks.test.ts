@@ -464,9 +464,27 @@ for (const stack of stacks) {
         );
         assert.equal(provider.kubeconfig, "stdout of kind-cluster");
       });
+
+      it("installs metrics-server, without which the worker autoscaler cannot read CPU use", () => {
+        const release = inputs(
+          findResource(evaluation, "kubernetes:helm.sh/v3:Release", "kind-metrics-server"),
+        );
+        assert.equal(release.chart, "metrics-server");
+        assert.match(release.version, /^\d+\.\d+\.\d+$/);
+        assert.equal(
+          release.repositoryOpts.repo,
+          "https://kubernetes-sigs.github.io/metrics-server/",
+        );
+        assert.equal(release.namespace, "kube-system");
+        assert.deepEqual(release.values.args, ["--kubelet-insecure-tls"]);
+      });
     }
 
     if (config.cluster === "existing") {
+      it("installs nothing into a cluster it does not own", () => {
+        assert.deepEqual(resourcesOfType(evaluation, "kubernetes:helm.sh/v3:Release"), []);
+      });
+
       it("deploys to the configured kubeconfig context and creates no cluster", () => {
         const provider = inputs(
           findResource(evaluation, "pulumi:providers:kubernetes", "existing-k8s"),
