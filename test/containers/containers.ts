@@ -71,6 +71,18 @@ export class ContainerFleet {
     return container;
   }
 
+  /**
+   * How a container ended, or `undefined` while it runs: a container that exits while the suite
+   * waits for it to become ready will never become ready, so the wait stops at once.
+   */
+  async exited(name: string): Promise<string | undefined> {
+    const container = this.started.get(name);
+    if (!container) return `no container ${name} was started`;
+    const state = (await container.inspect()).State;
+    if (state.Running) return undefined;
+    return `container ${name} exited with code ${state.ExitCode}${state.OOMKilled ? " (out of memory)" : ""}${state.Error ? `: ${state.Error}` : ""}`;
+  }
+
   /** The last lines a container wrote (stdout and stderr), for failure messages. */
   async logTail(name: string, lines = 30): Promise<string> {
     const container = this.started.get(name);

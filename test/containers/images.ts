@@ -43,6 +43,9 @@ export async function buildImage(docker: Docker, request: ImageBuildRequest): Pr
     // Some engines (old API versions, builders without multi-platform support) reject the
     // platform option itself before any step runs; the build is still meaningful without it.
     if (request.platform && error instanceof PlatformRejectedError) {
+      console.warn(
+        `the engine refused platform ${request.platform} (${error.message}); building for its own`,
+      );
       return buildOnce(docker, request, undefined);
     }
     throw error;
@@ -63,7 +66,6 @@ async function buildOnce(
     networkmode: "host",
     rm: true,
     forcerm: true,
-    labels: { "taskfleet.test": "containers" },
     ...(platform ? { platform } : {}),
   };
   let stream: NodeJS.ReadableStream;
@@ -204,8 +206,13 @@ export async function imageGrowth(
   return { image, base, addedBytes, largestSteps };
 }
 
-function describeStep(createdBy: string): string {
-  const step = createdBy.replace(/^\/bin\/sh -c #\(nop\)\s*/, "").replace(/^\/bin\/sh -c /, "RUN ");
+/** A history entry's command, readable: `COPY dir:<hash> in ./x` becomes `COPY ... ./x`. */
+export function describeStep(createdBy: string): string {
+  const step = createdBy
+    .replace(/^\/bin\/sh -c #\(nop\)\s*/, "")
+    .replace(/^\/bin\/sh -c /, "RUN ")
+    .replace(/^(COPY|ADD) (?:dir|file|multi):[0-9a-f]+ in /, "$1 ... ")
+    .trim();
   return step.length > 80 ? `${step.slice(0, 77)}...` : step;
 }
 

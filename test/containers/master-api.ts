@@ -105,9 +105,16 @@ export async function mapLimited<T, R>(
   return results;
 }
 
+/** Thrown by a probe when waiting longer cannot help (the container has exited). */
+export class HopelessWaitError extends Error {
+  override name = "HopelessWaitError";
+}
+
 /**
  * Polls `probe` until it returns a value other than `undefined`, every `intervalMs`, for at most
- * `timeoutMs`; then throws `describe()`'s explanation, so a hung system fails with a reason.
+ * `timeoutMs`; then throws `describe()`'s explanation, so a hung system fails with a reason. A
+ * probe that throws counts as "not yet" (the service may still be starting), except with a
+ * {@link HopelessWaitError}, which ends the wait at once.
  */
 export async function waitUntil<T>(
   probe: () => Promise<T | undefined>,
@@ -115,7 +122,10 @@ export async function waitUntil<T>(
 ): Promise<T> {
   const deadline = Date.now() + options.timeoutMs;
   for (;;) {
-    const value = await probe().catch(() => undefined);
+    const value = await probe().catch((error: unknown) => {
+      if (error instanceof HopelessWaitError) throw error;
+      return undefined;
+    });
     if (value !== undefined) return value;
     if (Date.now() >= deadline) {
       throw new Error(`timed out after ${options.timeoutMs / 1000}s: ${await options.describe()}`);
