@@ -192,6 +192,7 @@ export class Worker {
     entry.timer = setTimeout(() => {
       entry.controller.abort(new TaskTimeout(`timed out after ${task.timeoutSeconds} s`));
     }, timeoutMs);
+    this.log.debug({ taskId: task.id, type: task.type, attempt: task.attempt }, "task started");
     void this.execute(entry, handler, parsed.data);
   }
 
@@ -240,6 +241,7 @@ export class Worker {
   ): void {
     if (this.held.get(entry.id) !== entry) return;
     this.drop(entry);
+    this.log.debug({ taskId: entry.id, type: entry.type, ok: outcome.ok }, "task done");
     this.pendingResults.push({ id: entry.id, leaseId: entry.leaseId, ...outcome });
     this.scheduleFlush();
   }
