@@ -1,22 +1,37 @@
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import type Docker from "dockerode";
+import { containerSecurityContext, podSecurityContext, tmpMount } from "../../infra/pod.js";
 
 /** The label every container of this suite carries, so leftovers can be found and removed. */
 export const suiteLabel = { key: "taskfleet.test", value: "containers" } as const;
 
 /**
- * The lockdown every pod of the Pulumi program runs under, as Docker host settings: host
- * networking (the only network some engines have), a read-only root file system with a
- * writable `/tmp`, every capability dropped and no privilege escalation.
+ * The pods' lockdown (`infra/pod.ts`, the Pulumi program's own settings) as Docker settings, so
+ * that the containers here cannot drift from the pods: the same numeric user and group, a
+ * read-only root file system with a writable `/tmp` where the pods mount an emptyDir, every
+ * capability dropped, no privilege escalation. Host networking, because it is the only network
+ * some engines have; each container listens on its own port of 127.0.0.1.
  */
-export const lockedDownHostConfig: Docker.HostConfig = {
-  NetworkMode: "host",
-  ReadonlyRootfs: true,
-  Tmpfs: { "/tmp": "rw,noexec,nosuid,size=64m" },
-  CapDrop: ["ALL"],
-  SecurityOpt: ["no-new-privileges"],
-};
+export function podLockdown(): { user: string; hostConfig: Docker.HostConfig } {
+  const uid = podSecurityContext.runAsUser;
+  const gid = podSecurityContext.runAsGroup;
+  if (typeof uid !== "number" || typeof gid !== "number") {
+    throw new Error("infra/pod.ts must set runAsUser and runAsGroup to plain numbers");
+  }
+  const drop = containerSecurityContext.capabilities as { drop?: unknown } | undefined;
+  return {
+    user: `${uid}:${gid}`,
+    hostConfig: {
+      NetworkMode: "host",
+      ReadonlyRootfs: containerSecurityContext.readOnlyRootFilesystem === true,
+      Tmpfs: { [tmpMount.mountPath]: "rw,noexec,nosuid,size=64m" },
+      CapDrop: Array.isArray(drop?.drop) ? (drop.drop as string[]) : [],
+      SecurityOpt:
+        containerSecurityContext.allowPrivilegeEscalation === false ? ["no-new-privileges"] : [],
+    },
+  };
+}
 
 /** A prefix unique to this run, for container names. */
 export function runPrefix(): string {
@@ -42,8 +57,6 @@ export function freeLocalPort(): Promise<number> {
 export interface ContainerSpec {
   name: string;
   image: string;
-  /** `uid:gid` to run as. */
-  user: string;
   env: Record<string, string>;
 }
 
@@ -54,6 +67,8 @@ export interface ContainerSpec {
 export class ContainerFleet {
   private readonly started = new Map<string, Docker.Container>();
 
+  readonly lockdown = podLockdown();
+
   constructor(private readonly docker: Docker) {}
 
   /** Creates and starts one locked-down container. */
@@ -61,10 +76,10 @@ export class ContainerFleet {
     const container = await this.docker.createContainer({
       name: spec.name,
       Image: spec.image,
-      User: spec.user,
+      User: this.lockdown.user,
       Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
       Labels: { [suiteLabel.key]: suiteLabel.value },
-      HostConfig: lockedDownHostConfig,
+      HostConfig: this.lockdown.hostConfig,
     });
     this.started.set(spec.name, container);
     await container.start();

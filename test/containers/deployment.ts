@@ -77,7 +77,6 @@ export async function startMaster(
   await fleet.start({
     name: options.name,
     image: options.image.tag,
-    user: options.image.user,
     env: {
       PORT: String(options.port),
       // Host networking shares the host's interfaces: listen on loopback only.
@@ -119,7 +118,6 @@ export function startWorker(
   return fleet.start({
     name: options.name,
     image: options.image.tag,
-    user: options.image.user,
     env: {
       MASTER_URL: options.masterUrl,
       WORKER_TOKEN: options.workerToken,

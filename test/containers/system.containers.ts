@@ -8,7 +8,7 @@ import { fromRepoRoot, type ServiceName, serviceBuilds } from "../../infra/servi
 import {
   ContainerFleet,
   freeLocalPort,
-  lockedDownHostConfig,
+  podLockdown,
   removeLeftovers,
   runPrefix,
 } from "./containers.js";
@@ -130,15 +130,25 @@ describe("the master and worker images, built from the Pulumi program's Dockerfi
     await fleet?.removeAll();
   });
 
-  it("runs every container as its image's non-root numeric user, read-only, with no capabilities", async () => {
-    for (const { name } of [{ name: masterName }, ...workers]) {
+  it("runs every container locked down as the pods are: their non-root user, read-only root, no capabilities", async () => {
+    const pod = fleet?.lockdown ?? podLockdown();
+    const [podUid] = pod.user.split(":");
+    for (const service of services) {
+      // The image's own USER must be the pods' user, or files the image gives its user are not
+      // the pods' to read.
+      assert.equal(
+        image(service).user.split(":")[0],
+        podUid,
+        `the ${service} image declares USER ${image(service).user}; the pods run as ${pod.user}`,
+      );
+    }
+    for (const name of [masterName, ...workers.map((worker) => worker.name)]) {
       const info = await docker.getContainer(name).inspect();
-      const service: ServiceName = name === masterName ? "master" : "worker";
-      assert.equal(info.Config.User, image(service).user, name);
-      assert.match(info.Config.User, /^[1-9]\d*(:\d+)?$/, name);
+      assert.equal(info.Config.User, pod.user, name);
+      assert.match(info.Config.User, /^[1-9]\d*:\d+$/, name);
       assert.equal(info.HostConfig.ReadonlyRootfs, true, name);
-      assert.deepEqual(info.HostConfig.CapDrop, lockedDownHostConfig.CapDrop, name);
-      assert.deepEqual(info.HostConfig.SecurityOpt, lockedDownHostConfig.SecurityOpt, name);
+      assert.deepEqual(info.HostConfig.CapDrop, ["ALL"], name);
+      assert.deepEqual(info.HostConfig.SecurityOpt, ["no-new-privileges"], name);
     }
   });
 
