@@ -65,11 +65,21 @@ export interface ContainerSpec {
  * remove every one of them, whatever failed in between.
  */
 export class ContainerFleet {
+  private static readonly live = new Set<ContainerFleet>();
   private readonly started = new Map<string, Docker.Container>();
-
+  /** The user and host settings every container gets. */
   readonly lockdown = podLockdown();
 
-  constructor(private readonly docker: Docker) {}
+  constructor(private readonly docker: Docker) {
+    // Ctrl-C must not leave containers holding ports on the host.
+    if (ContainerFleet.live.size === 0) {
+      process.once("SIGINT", () => {
+        const fleets = [...ContainerFleet.live];
+        void Promise.all(fleets.map((fleet) => fleet.removeAll())).finally(() => process.exit(130));
+      });
+    }
+    ContainerFleet.live.add(this);
+  }
 
   /** Creates and starts one locked-down container. */
   async start(spec: ContainerSpec): Promise<Docker.Container> {

@@ -66,11 +66,6 @@ async function fleetLogs(): Promise<string> {
   return tails.join("\n");
 }
 
-// Ctrl-C must not leave containers holding ports on the host.
-process.once("SIGINT", () => {
-  void (fleet?.removeAll() ?? Promise.resolve()).finally(() => process.exit(130));
-});
-
 describe("the master and worker images, built from the Pulumi program's Dockerfiles and run as locked-down containers", {
   timeout: 30 * 60_000,
 }, () => {
