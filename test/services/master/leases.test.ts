@@ -117,6 +117,29 @@ describe("leases", () => {
     assert.equal((await api(app, "GET", "/v1/stats")).json().succeeded, 1);
   });
 
+  it("ignores the old lease while a newer one holds the task", async (t) => {
+    const clock = new FakeClock();
+    const { app, store } = startApp(t, { store: { now: clock.now } });
+    const id = await submit(app, { type: "echo", payload: 1 });
+    const [stale] = await leaseTasks(app, 1, 0, "slow");
+    clock.advance(LEASE_MS);
+    store.sweep();
+    const [current] = await leaseTasks(app, 1, 0, "fast");
+    const staleRef = [{ id, leaseId: stale?.leaseId }];
+    const renew = await worker(app, "renew", { workerId: "slow", leases: staleRef });
+    assert.deepEqual(renew.json().lost, [id]);
+    const release = await worker(app, "release", { workerId: "slow", leases: staleRef });
+    assert.deepEqual(release.json().released, []);
+    const late = await worker(app, "complete", {
+      workerId: "slow",
+      results: [fail(stale, "x", false)],
+    });
+    assert.deepEqual(late.json(), { accepted: [], rejected: [{ id, reason: "lease_lost" }] });
+    assert.equal((await api(app, "GET", `/v1/tasks/${id}`)).json().status, "running");
+    const done = await worker(app, "complete", { workerId: "fast", results: [ok(current, 2)] });
+    assert.deepEqual(done.json().accepted, [id]);
+  });
+
   it("rejects a completion whose lease ran out before the sweep noticed", async (t) => {
     const clock = new FakeClock();
     const { app } = startApp(t, { store: { now: clock.now } });
