@@ -21,9 +21,6 @@ async function main(): Promise<void> {
   }
 
   const app = buildApp({ config });
-  // Keep idle connections from workers and the load balancer open longer than either side's
-  // pause between requests, so they are reused rather than reopened.
-  app.server.keepAliveTimeout = 65_000;
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -50,10 +47,8 @@ async function main(): Promise<void> {
   process.once("SIGINT", () => void stop("SIGINT"));
 
   await app.listen({ port: config.port, host: config.host });
-  app.log.info(
-    { leaseSeconds: config.leaseSeconds, apiAuth: config.apiToken !== undefined },
-    "master ready",
-  );
+  const { apiToken, workerToken, ...settings } = config;
+  app.log.info({ ...settings, apiAuth: apiToken !== undefined }, "master ready");
 }
 
 main().catch((error: unknown) => {
