@@ -39,6 +39,22 @@ export function figures(config: Pick<BenchConfig, "rate">): Figure[] {
       target: { text: "≥ BullMQ", met: (t, b) => t >= b },
     },
     {
+      key: "brokerCpu",
+      label: "CPU per task, broker (master / Redis)",
+      short: ["CPU per task", "broker"],
+      unit: "ms",
+      better: "lower",
+      value: (r) => r.throughput.brokerCpuMsPerTask,
+    },
+    {
+      key: "workersCpu",
+      label: "CPU per task, worker processes",
+      short: ["CPU per task", "workers"],
+      unit: "ms",
+      better: "lower",
+      value: (r) => r.throughput.workersCpuMsPerTask,
+    },
+    {
       key: "latencyIdleP50",
       label: "Latency p50, single task, idle",
       short: ["latency p50", "idle"],
@@ -110,7 +126,8 @@ export function medians(
 
 function formatValue(value: number, unit: string): string {
   if (unit === "×") return `${value.toFixed(2)}×`;
-  if (unit === "ms") return `${value < 10 ? value.toFixed(2) : round(value, 3)} ms`;
+  if (unit === "ms")
+    return `${value < 1 ? value.toFixed(3) : value < 10 ? value.toFixed(2) : round(value, 3)} ms`;
   if (unit === "B") return `${Math.round(value).toLocaleString("en-US")} B`;
   return `${Math.round(value).toLocaleString("en-US")} ${unit}`;
 }
@@ -213,7 +230,9 @@ export function svgChart(list: readonly Figure[], med: Medians, caption: string)
 
 function shortValue(value: number, unit: string): string {
   if (unit === "×") return `${value.toFixed(2)}×`;
-  if (unit === "ms") return value < 10 ? value.toFixed(2) : String(round(value, 3));
+  if (unit === "ms") {
+    return value < 1 ? value.toFixed(3) : value < 10 ? value.toFixed(2) : String(round(value, 3));
+  }
   if (value >= 10_000) return `${round(value / 1000, 3)}k`;
   return String(Math.round(value));
 }

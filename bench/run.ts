@@ -133,7 +133,7 @@ function summary(scenario: ScenarioName, result: RoundResult[ScenarioName]): str
 
 /** Writes the table, JSON, markdown and SVG; returns the table. */
 function writeOutputs(results: Results, outDir: string, basename: string): string {
-  const list = figures(results.config);
+  const list = figures(results.config).filter((figure) => figure.key in results.medians);
   const table = markdownTable(list, results.medians);
   const caption = `${describeMachine(results)}; ${results.config.workers} workers × concurrency ${results.config.concurrency}; ${results.config.rounds} round(s), ${results.startedAt.slice(0, 10)}; ${results.command}`;
   mkdirSync(outDir, { recursive: true });
@@ -212,6 +212,13 @@ async function main(): Promise<void> {
   const outDir = fromRepoRoot("bench/results");
   if (values.redraw !== undefined) {
     const results = JSON.parse(readFileSync(values.redraw, "utf8")) as Results;
+    // From the raw rounds, so that figures added since that run are computed where they can be.
+    const list = figures(results.config).filter((figure) =>
+      results.rounds.every((r) =>
+        Number.isFinite(figure.value(r.taskfleet) + figure.value(r.bullmq)),
+      ),
+    );
+    results.medians = roundTree(medians(results.rounds, list));
     const basename = path.basename(values.redraw, ".json");
     process.stdout.write(
       `${writeOutputs(results, path.dirname(path.resolve(values.redraw)), basename)}\n`,

@@ -2,7 +2,7 @@
  * The four measures, written once against {@link System} so both systems are driven by exactly the
  * same client-side code. Each run starts the system fresh (broker and workers) and stops it after.
  */
-import { sleep } from "./lib/processes.js";
+import { cpuSeconds, sleep } from "./lib/processes.js";
 import { percentile } from "./lib/stats.js";
 import type { Deployment, System, TaskSpec } from "./systems/system.js";
 
@@ -35,6 +35,10 @@ export interface ThroughputResult {
   tasks: number;
   seconds: number;
   tasksPerSecond: number;
+  /** CPU time (user + system) the broker used per task during the measured part, ms. */
+  brokerCpuMsPerTask: number;
+  /** CPU time all worker processes together used per task, ms. */
+  workersCpuMsPerTask: number;
 }
 
 export interface LatencyResult {
@@ -119,6 +123,14 @@ async function waitFinished(
   }
 }
 
+async function cpuOf(deployment: Deployment): Promise<{ broker: number; workers: number }> {
+  const workers = await Promise.all(deployment.pids.workers.map((pid) => cpuSeconds(pid)));
+  return {
+    broker: await cpuSeconds(deployment.pids.broker),
+    workers: workers.reduce((a, b) => a + b, 0),
+  };
+}
+
 async function withDeployment<T>(
   system: System,
   options: Parameters<System["start"]>[0],
@@ -145,11 +157,19 @@ export function throughput(system: System, config: BenchConfig): Promise<Through
       await submitInBatches(deployment, echoTasks(WARMUP_TASKS), config.batchSize);
       await waitFinished(deployment, WARMUP_TASKS, 60_000);
       const tasks = echoTasks(config.throughputTasks, WARMUP_TASKS);
+      const cpuBefore = await cpuOf(deployment);
       const start = performance.now();
       await submitInBatches(deployment, tasks, config.batchSize);
       await waitFinished(deployment, WARMUP_TASKS + tasks.length, 120_000);
       const seconds = (performance.now() - start) / 1000;
-      return { tasks: tasks.length, seconds, tasksPerSecond: tasks.length / seconds };
+      const cpuAfter = await cpuOf(deployment);
+      return {
+        tasks: tasks.length,
+        seconds,
+        tasksPerSecond: tasks.length / seconds,
+        brokerCpuMsPerTask: ((cpuAfter.broker - cpuBefore.broker) * 1000) / tasks.length,
+        workersCpuMsPerTask: ((cpuAfter.workers - cpuBefore.workers) * 1000) / tasks.length,
+      };
     },
   );
 }

@@ -1,4 +1,4 @@
-import { type ChildProcess, type SpawnOptions, spawn } from "node:child_process";
+import { type ChildProcess, type SpawnOptions, spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { readFile } from "node:fs/promises";
 import * as net from "node:net";
@@ -148,6 +148,21 @@ export async function waitFor(
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+let ticksPerSecond: number | undefined;
+
+/**
+ * CPU time (user + system) a process has used so far, in seconds, from /proc (Linux). Unlike wall
+ * time it barely moves when other programs compete for the CPU, so it compares systems fairly on
+ * a busy machine.
+ */
+export async function cpuSeconds(pid: number): Promise<number> {
+  ticksPerSecond ??= Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout) || 100;
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name, which is in parentheses and may itself contain spaces.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
 }
 
 /** Resident set size of a process in bytes, from /proc (Linux). */

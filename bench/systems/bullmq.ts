@@ -37,6 +37,7 @@ function infoField(info: string, field: string): number {
 }
 
 class BullmqDeployment implements Deployment {
+  readonly pids: Deployment["pids"];
   private events: QueueEvents | undefined;
 
   constructor(
@@ -44,7 +45,9 @@ class BullmqDeployment implements Deployment {
     private readonly workers: readonly Child[],
     private readonly connection: Redis,
     private readonly queue: Queue,
-  ) {}
+  ) {
+    this.pids = { broker: redis.pid, workers: workers.map((worker) => worker.pid) };
+  }
 
   async submitBatch(tasks: readonly TaskSpec[]): Promise<string[]> {
     const jobs = await this.queue.addBulk(tasks.map((t) => ({ name: t.type, data: t.payload })));

@@ -43,6 +43,8 @@ export interface Deployment {
   runOne(task: TaskSpec): Promise<void>;
   /** The broker's memory, after a forced settle where the broker allows one. */
   memory(): Promise<MemorySample>;
+  /** Process ids of the broker (master or redis-server) and of the worker processes. */
+  readonly pids: { broker: number; workers: readonly number[] };
   /** Stops the workers and the broker; every child process has exited when it resolves. */
   stop(): Promise<void>;
 }

@@ -64,11 +64,15 @@ function childEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 class TaskfleetDeployment implements Deployment {
+  readonly pids: Deployment["pids"];
+
   constructor(
     private readonly master: Child,
     private readonly workers: readonly Child[],
     private readonly client: JsonClient,
-  ) {}
+  ) {
+    this.pids = { broker: master.pid, workers: workers.map((worker) => worker.pid) };
+  }
 
   async submitBatch(tasks: readonly TaskSpec[]): Promise<string[]> {
     const body = (await this.client.expect([202], "POST", "/v1/tasks/batch", { tasks })) as {

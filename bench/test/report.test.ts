@@ -6,7 +6,13 @@ import type { SystemName } from "../systems/system.js";
 
 function round(tasksPerSecond: number, p50: number, speedup: number, bytes: number): RoundResult {
   return {
-    throughput: { tasks: 20_000, seconds: 20_000 / tasksPerSecond, tasksPerSecond },
+    throughput: {
+      tasks: 20_000,
+      seconds: 20_000 / tasksPerSecond,
+      tasksPerSecond,
+      brokerCpuMsPerTask: 1_000 / tasksPerSecond,
+      workersCpuMsPerTask: 500 / tasksPerSecond,
+    },
     latency: {
       idle: { samples: 300, p50Ms: p50, p99Ms: p50 * 3, meanMs: p50 * 1.2 },
       underLoad: {
