@@ -56,13 +56,18 @@ async function main(): Promise<number> {
 
   const children: { name: string; child: ChildProcess }[] = [];
   let stopping = false;
+  let stoppingSince = 0;
   const stopAll = async (signal: NodeJS.Signals) => {
     if (stopping) {
+      // One Ctrl+C can arrive twice (from the terminal and relayed by npm or tsx): only a second
+      // press, a moment later, means "stop now".
+      if (Date.now() - stoppingSince < 1000) return;
       say("stopping at once");
       for (const { child } of children) if (child.exitCode === null) child.kill("SIGKILL");
       return;
     }
     stopping = true;
+    stoppingSince = Date.now();
     say(`${signal}: stopping the workers, then the master`);
     const workers = children.filter(({ name }) => name !== "master");
     for (const { child } of workers) child.kill("SIGTERM");
