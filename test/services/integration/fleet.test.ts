@@ -113,6 +113,8 @@ describe("a master with real worker processes", { timeout: 60_000 }, () => {
       5000,
     );
     const [later] = (await f.submit([{ type: "echo", payload: "after SIGTERM" }])) as [string];
+    // A second signal (an impatient operator, or a relay) changes nothing.
+    leaving.child.kill("SIGINT");
 
     assert.equal(await leaving.exited, 0);
     const task = await f.task(held);
@@ -122,6 +124,7 @@ describe("a master with real worker processes", { timeout: 60_000 }, () => {
     assert.equal(taskLogs(leaving, "task done", held).length, 1);
     assert.equal(taskLogs(staying, "task started", held).length, 0);
     assert.ok(leaving.logs.some((line) => line.msg === "shut down" && line.released === 0));
+    assert.ok(leaving.logs.some((line) => line.msg === "already shutting down"));
 
     await f.waitForFinished(2, 5000);
     assert.equal((await f.task(later)).result, "after SIGTERM");
