@@ -369,6 +369,19 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
 
   const kubeContext = read.string("kubeContext");
   const imageLoadCommand = read.string("imageLoadCommand").trim();
+  // Set for another cluster kind they would be ignored without a word; most likely the cluster is wrong.
+  for (const [key, value] of [
+    ["kubeContext", kubeContext],
+    ["imageLoadCommand", imageLoadCommand],
+  ] as const) {
+    if (value !== "" && cluster !== "existing") {
+      throw invalid(
+        key,
+        value,
+        `only used when taskfleet:cluster is existing (it is ${cluster}); unset it or change the cluster`,
+      );
+    }
+  }
 
   return Object.freeze({
     stack: raw.stack,

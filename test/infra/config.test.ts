@@ -126,6 +126,16 @@ const rejected: [string, Record<string, string>, string][] = [
     { "taskfleet:namespace": "Task_Fleet" },
     "Invalid config taskfleet:namespace = \"Task_Fleet\": must be a DNS label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit.",
   ],
+  [
+    "a kubeconfig context for a cluster the program creates",
+    { "taskfleet:cluster": "kind", "taskfleet:kubeContext": "minikube" },
+    'Invalid config taskfleet:kubeContext = "minikube": only used when taskfleet:cluster is existing (it is kind); unset it or change the cluster.',
+  ],
+  [
+    "an image load command for GKE",
+    { ...gke, "taskfleet:imageLoadCommand": "minikube image load" },
+    'Invalid config taskfleet:imageLoadCommand = "minikube image load": only used when taskfleet:cluster is existing (it is gke); unset it or change the cluster.',
+  ],
 ];
 
 describe("validateConfig", () => {
