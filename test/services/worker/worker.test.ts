@@ -249,6 +249,19 @@ describe("worker", () => {
     assert.equal(logs.filter((line) => line.msg === "master reachable again").length, 1);
   });
 
+  it("rides out a master restart: connection refused, then carries on", async () => {
+    const master = await fakeMaster();
+    const port = Number(new URL(master.url).port);
+    const { logs } = await worker(master);
+    await master.stop();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await master.listen(port);
+    const id = master.add("echo", "back");
+    await master.until(() => master.finished().length === 1, 5000);
+    assert.equal(master.tasks.get(id)?.result, "back");
+    assert.equal(logs.filter((line) => line.msg === "master reachable again").length, 1);
+  });
+
   it("sends a refused batch's results one at a time so none is lost", async () => {
     const master = await fakeMaster();
     master.maxResultsPerComplete = 1;
