@@ -88,6 +88,14 @@ export function figures(config: Pick<BenchConfig, "rate">): Figure[] {
       value: (r) => r.latency.underLoad.p99Ms,
     },
     {
+      key: "singleTaskCapacity",
+      label: "Single tasks/s, 16 clients submitting and waiting",
+      short: ["single tasks/s", "16 clients"],
+      unit: "tasks/s",
+      better: "higher",
+      value: (r) => r.latency.capacity?.tasksPerSecond ?? Number.NaN,
+    },
+    {
       key: "scaleOut",
       label: "Scale-out, cpu tasks, 2 workers vs 1",
       short: ["speed-up", "1 → 2 workers"],
@@ -167,7 +175,7 @@ function escapeXml(text: string): string {
  * system with its value, and the target as a dashed line where the issue sets one.
  */
 export function svgChart(list: readonly Figure[], med: Medians, caption: string): string {
-  const panelWidth = 132;
+  const panelWidth = 124;
   const plotTop = 70;
   const plotHeight = 200;
   const barWidth = 40;

@@ -38,6 +38,7 @@ const FULL: Omit<BenchConfig, "profileDir"> = {
   idleSamples: 300,
   rate: 200,
   rateSeconds: 5,
+  capacitySeconds: 3,
   cpuTasks: 100,
   cpuN: 10_000_000,
   memoryTasks: 100_000,
@@ -51,6 +52,7 @@ const QUICK: Omit<BenchConfig, "profileDir"> = {
   throughputTasks: 10_000,
   idleSamples: 100,
   rateSeconds: 2,
+  capacitySeconds: 1,
   cpuTasks: 30,
   memoryTasks: 20_000,
 };
@@ -118,7 +120,7 @@ function summary(scenario: ScenarioName, result: RoundResult[ScenarioName]): str
       return `${Math.round((result as RoundResult["throughput"]).tasksPerSecond)} tasks/s`;
     case "latency": {
       const l = result as RoundResult["latency"];
-      return `idle p50 ${l.idle.p50Ms.toFixed(2)} ms p99 ${l.idle.p99Ms.toFixed(2)} ms; at ${l.underLoad.targetRate}/s p50 ${l.underLoad.p50Ms.toFixed(2)} ms p99 ${l.underLoad.p99Ms.toFixed(2)} ms`;
+      return `idle p50 ${l.idle.p50Ms.toFixed(2)} ms p99 ${l.idle.p99Ms.toFixed(2)} ms; at ${l.underLoad.targetRate}/s p50 ${l.underLoad.p50Ms.toFixed(2)} ms p99 ${l.underLoad.p99Ms.toFixed(2)} ms; ${Math.round(l.capacity.tasksPerSecond)} single tasks/s with ${l.capacity.clients} clients`;
     }
     case "scaleOut": {
       const s = result as RoundResult["scaleOut"];

@@ -22,6 +22,8 @@ export interface BenchConfig {
   /** Open-loop arrival rate for the latency-under-load figure, tasks per second. */
   rate: number;
   rateSeconds: number;
+  /** How long the closed-loop single-task capacity run lasts. */
+  capacitySeconds: number;
   /** `cpu` tasks per scale-out run, and their `n`. */
   cpuTasks: number;
   cpuN: number;
@@ -49,6 +51,16 @@ export interface LatencyResult {
     samples: number;
     p50Ms: number;
     p99Ms: number;
+  };
+  /** Single tasks per second that `clients` concurrent submit-and-wait loops get through. */
+  capacity: {
+    clients: number;
+    seconds: number;
+    tasksPerSecond: number;
+    /** CPU time per task of the broker, the workers and the bench's own client, ms. */
+    brokerCpuMsPerTask: number;
+    workersCpuMsPerTask: number;
+    clientCpuMsPerTask: number;
   };
 }
 
@@ -87,6 +99,8 @@ export const scenarioNames: readonly ScenarioName[] = [
 /** Tasks not counted, run first so each run measures warm code (JIT, connection pools). */
 const WARMUP_TASKS = 1_000;
 const WARMUP_SINGLE = 30;
+/** Concurrent submit-and-wait loops for the single-task capacity figure. */
+const CAPACITY_CLIENTS = 16;
 /** How often the throughput run asks how many tasks have finished. */
 const POLL_MS = 10;
 
@@ -194,6 +208,12 @@ export function latency(system: System, config: BenchConfig): Promise<LatencyRes
         idle.push(performance.now() - start);
       }
       const loaded = await openLoop(deployment, config.rate, config.rateSeconds, nextTask);
+      const capacity = await closedLoop(
+        deployment,
+        CAPACITY_CLIENTS,
+        config.capacitySeconds,
+        nextTask,
+      );
       return {
         idle: {
           samples: idle.length,
@@ -208,6 +228,7 @@ export function latency(system: System, config: BenchConfig): Promise<LatencyRes
           p50Ms: percentile(loaded.samples, 50),
           p99Ms: percentile(loaded.samples, 99),
         },
+        capacity,
       };
     },
   );
@@ -246,6 +267,43 @@ async function openLoop(
   const sentSeconds = (performance.now() - start) / 1000;
   await Promise.all(inFlight);
   return { samples, achievedRate: count / sentSeconds };
+}
+
+/**
+ * As many single tasks as `clients` loops get through in `seconds`, each loop submitting one task
+ * and waiting for its result before the next: what the system can sustain in the pattern the
+ * latency figures use, and what each task costs in CPU there.
+ */
+async function closedLoop(
+  deployment: Deployment,
+  clients: number,
+  seconds: number,
+  nextTask: () => TaskSpec,
+): Promise<LatencyResult["capacity"]> {
+  let done = 0;
+  const cpuBefore = await cpuOf(deployment);
+  const clientBefore = process.cpuUsage();
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (performance.now() < end) {
+        await deployment.runOne(nextTask());
+        done++;
+      }
+    }),
+  );
+  const elapsed = (performance.now() - start) / 1000;
+  const client = process.cpuUsage(clientBefore);
+  const cpuAfter = await cpuOf(deployment);
+  return {
+    clients,
+    seconds: elapsed,
+    tasksPerSecond: done / elapsed,
+    brokerCpuMsPerTask: ((cpuAfter.broker - cpuBefore.broker) * 1000) / done,
+    workersCpuMsPerTask: ((cpuAfter.workers - cpuBefore.workers) * 1000) / done,
+    clientCpuMsPerTask: (client.user + client.system) / 1000 / done,
+  };
 }
 
 /**

@@ -22,6 +22,14 @@ function round(tasksPerSecond: number, p50: number, speedup: number, bytes: numb
         p50Ms: p50,
         p99Ms: p50 * 4,
       },
+      capacity: {
+        clients: 16,
+        seconds: 3,
+        tasksPerSecond: tasksPerSecond / 10,
+        brokerCpuMsPerTask: 0.5,
+        workersCpuMsPerTask: 0.4,
+        clientCpuMsPerTask: 0.3,
+      },
     },
     scaleOut: {
       tasks: 100,
