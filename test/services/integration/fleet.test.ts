@@ -1,5 +1,5 @@
 import * as assert from "node:assert/strict";
-import { after, afterEach, describe, it } from "node:test";
+import { after, afterEach, before, describe, it } from "node:test";
 import { Fleet, type TaskSpec, taskLogs, until } from "./fleet";
 
 // The prime-counting function pi(n - 1), from published tables: independent of the worker's sieve.
@@ -24,7 +24,10 @@ after(async () => {
   await Promise.all(fleets.splice(0).map((f) => f.stop()));
 });
 
-describe("a master with real worker processes", { timeout: 60_000 }, () => {
+describe("a master with real worker processes", { timeout: 150_000 }, () => {
+  // A fresh clone has no build yet: compiling both services is part of the setup, not of a test.
+  before(() => Fleet.build(), { timeout: 120_000 });
+
   it("runs 1,000 mixed tasks through 3 workers, each recorded once with the right result", async () => {
     const f = await fleet();
     await Promise.all([f.addWorker(), f.addWorker(), f.addWorker()]);

@@ -91,13 +91,17 @@ export class Fleet {
     private readonly workerToken: string,
   ) {}
 
-  /** Builds the services if their sources changed, starts a master and waits until it is ready. */
+  /** Builds both services if their sources changed since the last build (once per test process). */
+  static build(): void {
+    if (built) return;
+    ensureBuilt("master");
+    ensureBuilt("worker");
+    built = true;
+  }
+
+  /** Builds the services if needed, starts a master and waits until it is ready. */
   static async start(masterEnv: Record<string, string> = {}): Promise<Fleet> {
-    if (!built) {
-      ensureBuilt("master");
-      ensureBuilt("worker");
-      built = true;
-    }
+    Fleet.build();
     const port = await freePort();
     const workerToken = randomBytes(16).toString("hex");
     const master = watch("master", "master", {
