@@ -193,8 +193,9 @@ function digestLabel(outputKey: string): string {
  */
 function deployTimeValues(evaluation: StackEvaluation): (text: string) => string {
   const names = new Map<string, string>();
+  // Every Kubernetes resource the provider names, Helm releases included, not only plain objects.
   for (const resource of evaluation.resources) {
-    if (!isKubernetesObject(resource)) continue;
+    if (!resource.type.startsWith("kubernetes:")) continue;
     const metadata = resource.inputs.metadata;
     const name = isRecord(metadata) ? metadata.name : undefined;
     if (typeof name !== "string") continue;
