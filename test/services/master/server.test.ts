@@ -5,7 +5,8 @@ import { createServer } from "node:net";
 import * as path from "node:path";
 import { describe, it } from "node:test";
 
-const serverSource = path.resolve(__dirname, "../../../services/master/src/server.ts");
+const repoRoot = path.resolve(__dirname, "../../..");
+const serverSource = path.join(repoRoot, "services/master/src/server.ts");
 
 async function freePort(): Promise<number> {
   const probe = createServer();
@@ -25,6 +26,7 @@ interface Running {
 
 function startMaster(env: Record<string, string>): Running {
   const child = spawn(process.execPath, ["--import", "tsx", serverSource], {
+    cwd: repoRoot,
     env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -77,6 +79,34 @@ describe("master process", () => {
         ],
       ],
     );
+  });
+
+  it("does not hand a task to a long poll whose client has gone away", async (t) => {
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    const master = startMaster({ PORT: String(port), HOST: "127.0.0.1", WORKER_TOKEN: "w" });
+    t.after(() => master.child.kill("SIGKILL"));
+    await waitFor(() => master.lines().some((line) => line.msg === "master ready"), "ready");
+    const lease = (waitMs: number, signal?: AbortSignal) =>
+      fetch(`${base}/worker/v1/lease`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: "Bearer w" },
+        body: JSON.stringify({ workerId: "w1", max: 1, waitMs }),
+        ...(signal === undefined ? {} : { signal }),
+      });
+    const gone = new AbortController();
+    const abandoned = lease(30_000, gone.signal).catch(() => "aborted");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    gone.abort();
+    assert.equal(await abandoned, "aborted");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await fetch(`${base}/v1/tasks`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ type: "echo", payload: 1 }),
+    });
+    const { tasks } = (await (await lease(0)).json()) as { tasks: unknown[] };
+    assert.equal(tasks.length, 1);
   });
 
   it("on SIGTERM answers pending long polls, refuses new tasks and exits 0", async (t) => {
