@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
 import type { MasterConfig } from "./config.js";
 import { errorBody, formatSchemaError, handleError } from "./http-errors.js";
+import { parseJsonBody } from "./json-body.js";
 import { createMetrics } from "./metrics.js";
 import { healthRoutes } from "./routes/health.js";
 import { taskRoutes } from "./routes/tasks.js";
@@ -68,21 +69,9 @@ export function buildApp(options: AppOptions): FastifyInstance {
   // Only JSON is accepted. The parser is our own so that a syntax error says where it is.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
-    const text = body as string;
-    if (text.length === 0) {
-      done(
-        Object.assign(new Error("body is empty but content-type is application/json"), {
-          statusCode: 400,
-        }),
-      );
-      return;
-    }
-    try {
-      done(null, JSON.parse(text));
-    } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      done(Object.assign(new Error(`body is not valid JSON: ${reason}`), { statusCode: 400 }));
-    }
+    const parsed = parseJsonBody(body as string);
+    if ("problem" in parsed) done(Object.assign(new Error(parsed.problem), { statusCode: 400 }));
+    else done(null, parsed.value);
   });
 
   app.setErrorHandler(handleError(config.bodyLimitBytes));

@@ -19,6 +19,20 @@ describe("bad requests", () => {
       message: /^body is empty/,
     },
     {
+      name: "a __proto__ key in the payload",
+      url: "/v1/tasks",
+      payload: '{"type": "echo", "payload": {"a": [{"__proto__": {"admin": true}}]}}',
+      status: 400,
+      message: /^body\/payload\/a\/0\/__proto__ is not an allowed key$/,
+    },
+    {
+      name: "a constructor.prototype key in the payload",
+      url: "/v1/tasks",
+      payload: '{"type": "echo", "payload": {"constructor": {"prototype": {"admin": true}}}}',
+      status: 400,
+      message: /^body\/payload\/constructor\/prototype is not an allowed key$/,
+    },
+    {
       name: "a type of the wrong JSON type",
       url: "/v1/tasks",
       payload: '{"type": 5, "payload": null}',
@@ -105,6 +119,13 @@ describe("bad requests", () => {
       assert.equal(after.statusCode, 202);
     });
   }
+
+  it("accepts the words __proto__ and constructor where they poison nothing", async (t) => {
+    const { app } = startApp(t);
+    const payload = { constructor: "a plain value", note: "__proto__", list: ["constructor"] };
+    const res = await api(app, "POST", "/v1/tasks", { type: "echo", payload });
+    assert.equal(res.statusCode, 202, res.body);
+  });
 
   it("answers a body over the limit with 413 naming the limit", async (t) => {
     const { app } = startApp(t, { env: { BODY_LIMIT_BYTES: "2048" } });
