@@ -80,7 +80,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     reply.code(404).send(errorBody(404, `no route for ${request.method} ${path}`));
   });
 
-  app.addHook("onResponse", async (request, reply) => {
+  app.addHook("onResponse", (request, reply, done) => {
     metrics.httpDuration.observe(
       {
         method: request.method,
@@ -90,6 +90,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
       },
       reply.elapsedTime / 1000,
     );
+    done();
   });
 
   // While draining, each answer closes its connection: a connection that is busy when the
