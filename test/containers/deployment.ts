@@ -96,7 +96,9 @@ export async function startMaster(
     {
       timeoutMs: options.readyTimeoutMs ?? 30_000,
       describe: async () =>
-        `the master never became ready on ${master.baseUrl}\n${await fleet.logTail(options.name)}`,
+        `the master never became ready on ${master.baseUrl} (it runs with host networking: an ` +
+        `engine without it, such as Docker Desktop with host networking off, never exposes that ` +
+        `port)\n${await fleet.logTail(options.name)}`,
     },
   );
   return master;

@@ -11,6 +11,8 @@ export interface ImageBuildRequest {
   tag: string;
   /** `os/arch`, passed to the engine when it accepts a platform. */
   platform?: string;
+  /** A build still running after this long is abandoned (default 20 minutes). */
+  timeoutMs?: number;
 }
 
 /** One message of the engine's build progress stream (classic builder). */
@@ -60,7 +62,10 @@ async function buildOnce(
   platform: string | undefined,
 ): Promise<string> {
   const context = await packBuildContext(request.contextDir, request.dockerfilePath);
+  const timeoutMs = request.timeoutMs ?? 20 * 60_000;
+  const deadline = AbortSignal.timeout(timeoutMs);
   const options: Docker.ImageBuildOptions = {
+    abortSignal: deadline,
     t: request.tag,
     dockerfile: context.dockerfile,
     networkmode: "host",
@@ -81,10 +86,23 @@ async function buildOnce(
   let currentStep = "(before the first step)";
   let imageId: string | undefined;
   let failure: string | undefined;
+  const logTail = () =>
+    `--- last ${logTailLines} lines of the build log ---\n${log.slice(-logTailLines).join("\n")}`;
   const events = await new Promise<BuildEvent[]>((resolve, reject) => {
     docker.modem.followProgress(
       stream,
-      (error: Error | null, output: BuildEvent[]) => (error ? reject(error) : resolve(output)),
+      (error: Error | null, output: BuildEvent[]) => {
+        if (!error) resolve(output);
+        else if (deadline.aborted) {
+          // Closing the connection makes the engine cancel the build.
+          reject(
+            new ImageBuildError(
+              `building the ${request.name} image did not finish within ${timeoutMs / 1000}s; ` +
+                `it was at ${JSON.stringify(currentStep)}\n${logTail()}`,
+            ),
+          );
+        } else reject(error);
+      },
       (event: BuildEvent) => {
         const text = event.stream ?? event.status;
         if (text) {
@@ -108,8 +126,7 @@ async function buildOnce(
       throw new PlatformRejectedError(failure);
     }
     throw new ImageBuildError(
-      `building the ${request.name} image failed at ${JSON.stringify(currentStep)}: ${failure.trim()}\n` +
-        `--- last ${logTailLines} lines of the build log ---\n${log.slice(-logTailLines).join("\n")}`,
+      `building the ${request.name} image failed at ${JSON.stringify(currentStep)}: ${failure.trim()}\n${logTail()}`,
     );
   }
   if (imageId === undefined) imageId = (await docker.getImage(request.tag).inspect()).Id;
