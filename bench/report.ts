@@ -205,21 +205,24 @@ export function svgChart(list: readonly Figure[], med: Medians, caption: string)
     parts.push(
       `<line x1="${x0 + 10}" y1="${baseline}" x2="${x0 + panelWidth - 10}" y2="${baseline}" stroke="#9ca3af"/>`,
     );
-    systemOrder.forEach((system, i) => {
-      const value = values[system];
-      const h = Math.max(scale(value), 1);
-      const x = x0 + panelWidth / 2 - barWidth - 2 + i * (barWidth + 4);
-      parts.push(
-        `<rect x="${x}" y="${(baseline - h).toFixed(1)}" width="${barWidth}" height="${h.toFixed(1)}" fill="${COLORS[system]}"><title>${systemLabels[system]}: ${escapeXml(formatValue(value, figure.unit))}</title></rect>`,
-        `<text x="${x + barWidth / 2}" y="${(baseline - h - 5).toFixed(1)}" text-anchor="middle" font-size="11" fill="#111827">${escapeXml(shortValue(value, figure.unit))}</text>`,
-      );
-    });
     if (figure.target?.line !== undefined) {
       const y = (baseline - scale(figure.target.line)).toFixed(1);
       parts.push(
         `<line x1="${x0 + 12}" y1="${y}" x2="${x0 + panelWidth - 12}" y2="${y}" stroke="${TARGET_COLOR}" stroke-width="1.5" stroke-dasharray="5 3"/>`,
       );
     }
+    systemOrder.forEach((system, i) => {
+      const value = values[system];
+      const label = shortValue(value, figure.unit);
+      const h = Math.max(scale(value), 1);
+      const x = x0 + panelWidth / 2 - barWidth - 2 + i * (barWidth + 4);
+      parts.push(
+        `<rect x="${x}" y="${(baseline - h).toFixed(1)}" width="${barWidth}" height="${h.toFixed(1)}" fill="${COLORS[system]}"><title>${systemLabels[system]}: ${escapeXml(formatValue(value, figure.unit))}</title></rect>`,
+        // A white box behind the value keeps it legible where the target line crosses it.
+        `<rect x="${(x + barWidth / 2 - label.length * 3.3 - 3).toFixed(1)}" y="${(baseline - h - 17).toFixed(1)}" width="${(label.length * 6.6 + 6).toFixed(1)}" height="14" fill="#ffffff"/>`,
+        `<text x="${x + barWidth / 2}" y="${(baseline - h - 6).toFixed(1)}" text-anchor="middle" font-size="11" fill="#111827">${escapeXml(label)}</text>`,
+      );
+    });
     if (figure.target !== undefined) {
       parts.push(
         `<text x="${x0 + panelWidth / 2}" y="${baseline + 64}" text-anchor="middle" font-size="10" fill="${TARGET_COLOR}">target ${escapeXml(figure.target.text)}${figure.target.line === undefined ? "" : " (dashed)"}</text>`,
