@@ -108,7 +108,13 @@ class BullmqDeployment implements Deployment {
    */
   private async queueEvents(): Promise<QueueEvents> {
     if (this.events === undefined) {
-      this.events = new QueueEvents(QUEUE_NAME, { connection: this.connection.duplicate() });
+      // A blocking reader: BullMQ needs it to retry rather than fail; waitUntilFinished bounds it.
+      this.events = new QueueEvents(QUEUE_NAME, {
+        connection: this.connection.duplicate({
+          maxRetriesPerRequest: null,
+          commandTimeout: undefined,
+        }),
+      });
       await this.events.waitUntilReady();
     }
     return this.events;
@@ -148,7 +154,9 @@ export const bullmq: System = {
     const connection = new Redis({
       host: "127.0.0.1",
       port,
-      maxRetriesPerRequest: null,
+      // The bench's own commands fail rather than wait forever if Redis dies mid-run.
+      maxRetriesPerRequest: 1,
+      commandTimeout: 60_000,
       lazyConnect: true,
       retryStrategy: () => 50,
     });
