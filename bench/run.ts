@@ -152,38 +152,47 @@ const DOC_START = "<!-- bench:results:start -->";
 const DOC_END = "<!-- bench:results:end -->";
 
 /**
- * Replaces the results section of docs/performance.md (between its markers) with this run's
- * table, so the page and the committed JSON always show the same run. False when the page has no
- * markers.
+ * Replaces the results section of docs/performance.md and of the README (between their markers)
+ * with this run's table, so both pages and the committed JSON always show the same run. Returns
+ * the files it rewrote.
  */
-function updatePerformanceDoc(results: Results, table: string): boolean {
-  const file = fromRepoRoot("docs/performance.md");
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch {
-    return false;
-  }
-  const start = text.indexOf(DOC_START);
-  const end = text.indexOf(DOC_END);
-  if (start < 0 || end < start) return false;
+function updateResultsSections(results: Results, table: string): string[] {
   const m = results.machine;
   const load = (values: unknown) => (values as number[]).map((v) => v.toFixed(2)).join(" ");
-  const section = [
-    DOC_START,
-    `Run of ${results.startedAt.slice(0, 16).replace("T", " ")} UTC, \`${results.command}\`, ${results.config.rounds} rounds, ${Math.round(results.durationSeconds)} s. Machine: ${describeMachine(results)}. Load average before ${load(m.loadAverageBefore)}, after ${load(m.loadAverageAfter)}; the machine's CPU was ${Math.round(Number(m.cpuBusyPercentDuringRun))}% busy during the run (the benchmark included).`,
-    "",
-    table,
-    "",
-    "![taskfleet vs BullMQ](../bench/results/latest.svg)",
-    DOC_END,
-  ].join("\n");
-  writeFileSync(file, text.slice(0, start) + section + text.slice(end + DOC_END.length));
-  // The repository's formatter aligns markdown tables; without it `npm run lint` would fail.
-  spawnSync(fromRepoRoot("node_modules/.bin/biome"), ["format", "--write", file], {
-    stdio: "ignore",
-  });
-  return true;
+  const summary = `Run of ${results.startedAt.slice(0, 16).replace("T", " ")} UTC, \`${results.command}\`, ${results.config.rounds} rounds, ${Math.round(results.durationSeconds)} s. Machine: ${describeMachine(results)}. Load average before ${load(m.loadAverageBefore)}, after ${load(m.loadAverageAfter)}; the machine's CPU was ${Math.round(Number(m.cpuBusyPercentDuringRun))}% busy during the run (the benchmark included).`;
+  const pages = [
+    { file: "docs/performance.md", chart: "../bench/results/latest.svg" },
+    { file: "README.md", chart: "bench/results/latest.svg" },
+  ];
+  const written: string[] = [];
+  for (const page of pages) {
+    const file = fromRepoRoot(page.file);
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch {
+      continue;
+    }
+    const start = text.indexOf(DOC_START);
+    const end = text.indexOf(DOC_END);
+    if (start < 0 || end < start) continue;
+    const section = [
+      DOC_START,
+      summary,
+      "",
+      table,
+      "",
+      `![taskfleet vs BullMQ](${page.chart})`,
+      DOC_END,
+    ].join("\n");
+    writeFileSync(file, text.slice(0, start) + section + text.slice(end + DOC_END.length));
+    // The repository's formatter aligns markdown tables; without it `npm run lint` would fail.
+    spawnSync(fromRepoRoot("node_modules/.bin/biome"), ["format", "--write", file], {
+      stdio: "ignore",
+    });
+    written.push(page.file);
+  }
+  return written;
 }
 
 function roundTree<T>(value: T): T {
@@ -312,8 +321,9 @@ async function main(): Promise<void> {
   );
   process.stdout.write(`results: bench/results/${basename}.json, .svg, .md\n`);
   if (config.mode === "full") {
-    const updated = updatePerformanceDoc(results, table);
-    process.stdout.write(updated ? "docs/performance.md: results section updated\n" : "");
+    for (const file of updateResultsSections(results, table)) {
+      process.stdout.write(`${file}: results section updated\n`);
+    }
   }
 
   if (profileDir !== undefined) {

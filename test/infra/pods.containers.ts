@@ -2,7 +2,7 @@
  * Runs the real images with exactly the environment the Pulumi program gives the pods (env values
  * and Secret references resolved from the evaluated stack), under the pods' lockdown, to prove the
  * program and the services agree on the contract in docs/protocol.md. Needs a Docker engine:
- * `npm run test:infra-containers`.
+ * `npm run test:containers`.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";

@@ -72,8 +72,8 @@ describe("stack files", () => {
   });
 });
 
-describe("docs/infra.md", () => {
-  const docs = fs.readFileSync(path.join(repoRoot, "docs", "infra.md"), "utf8");
+describe("the README's configuration table", () => {
+  const docs = fs.readFileSync(path.join(repoRoot, "README.md"), "utf8");
 
   it("lists every config key with the program's type and default", () => {
     const rows = new Map<string, { type: string; default: string }>();

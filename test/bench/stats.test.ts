@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { median, percentile } from "../lib/stats.js";
+import { median, percentile } from "../../bench/lib/stats.js";
 
 describe("median", () => {
   it("takes the middle value of an odd count, whatever the order", () => {

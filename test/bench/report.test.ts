@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { figures, markdownTable, medians, svgChart } from "../report.js";
-import type { RoundResult } from "../scenarios.js";
-import type { SystemName } from "../systems/system.js";
+import { figures, markdownTable, medians, svgChart } from "../../bench/report.js";
+import type { RoundResult } from "../../bench/scenarios.js";
+import type { SystemName } from "../../bench/systems/system.js";
 
 function round(tasksPerSecond: number, p50: number, speedup: number, bytes: number): RoundResult {
   return {
