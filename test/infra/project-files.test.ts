@@ -78,7 +78,7 @@ describe("the README's configuration table", () => {
   it("lists every config key with the program's type and default", () => {
     const rows = new Map<string, { type: string; default: string }>();
     for (const match of docs.matchAll(
-      /^\| `([a-zA-Z]+)` \| ([a-z]+)(?: \(secret\))? \| `([^`]*)` \|/gm,
+      /^\| `([a-zA-Z]+)` +\| ([a-z]+)(?: \(secret\))? +\| `([^`]*)` +\|/gm,
     )) {
       rows.set(match[1] as string, { type: match[2] as string, default: match[3] as string });
     }
