@@ -111,7 +111,7 @@ export class ServiceImages extends pulumi.ComponentResource {
           environment: { IMAGE: tag.targetImage },
           triggers: [image.repoDigest],
         },
-        { parent: this },
+        { parent: this, dependsOn: destination.loadAfter },
       );
       // The pods must not start before the image is in the cluster.
       ref = pulumi.all([tag.targetImage, load.stdout]).apply(([target]) => target);

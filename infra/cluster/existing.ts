@@ -33,7 +33,7 @@ export class ExistingCluster extends pulumi.ComponentResource implements Cluster
       { parent: this },
     );
     this.clusterName = pulumi.output(args.kubeContext ?? "(current kubeconfig context)");
-    this.images = { kind: "local", loadCommand: args.imageLoadCommand };
+    this.images = { kind: "local", loadCommand: args.imageLoadCommand, loadAfter: [] };
     this.registerOutputs({ provider: this.provider, clusterName: this.clusterName });
   }
 }

@@ -68,6 +68,8 @@ export class KindCluster extends pulumi.ComponentResource implements ClusterTarg
     this.images = {
       kind: "local",
       loadCommand: `kind load docker-image --name ${args.clusterName}`,
+      // Nothing in the command's inputs comes from the cluster, so the order must be stated.
+      loadAfter: [cluster],
     };
 
     this.registerOutputs({

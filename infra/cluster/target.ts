@@ -18,6 +18,8 @@ export interface LocalDestination {
   kind: "local";
   /** Run with the image reference appended; undefined when the cluster shares the engine. */
   loadCommand: string | undefined;
+  /** What must exist before the load command can run (the cluster it loads into). */
+  loadAfter: pulumi.Resource[];
 }
 
 /** What every cluster module yields: how to reach the cluster and where its images go. */

@@ -19,6 +19,11 @@ export interface RecordedResource {
   name: string;
   /** The inputs as the engine received them, fully resolved; secret values are unwrapped. */
   inputs: Record<string, unknown>;
+  /**
+   * `type::name` of every resource this one waits for before the engine creates it: its
+   * `dependsOn` and the resources whose outputs its inputs use (components included).
+   */
+  dependsOn: string[];
 }
 
 /** The result of evaluating one stack. */
@@ -251,7 +256,38 @@ function mockState(
 
 // The engine's RPC queue: every registration has reached the mocks once it drains.
 // `waitForRPCs` is internal to @pulumi/pulumi: imported by path, typed here.
-const settings: { waitForRPCs(): Promise<void> } = require("@pulumi/pulumi/runtime/settings");
+const settings: {
+  waitForRPCs(): Promise<void>;
+  getMonitor(): MonitorWithRegister;
+} = require("@pulumi/pulumi/runtime/settings");
+
+/** The part of Pulumi's mock monitor that sees each registration request. */
+interface MonitorWithRegister {
+  registerResource(
+    request: { getType(): string; getName(): string; getDependenciesList(): string[] },
+    callback: unknown,
+  ): unknown;
+}
+
+/**
+ * Records each registration's dependencies by `type::name`. The mocks' `newResource` is not told
+ * them, but the order in which the engine creates resources (a kind load after the kind cluster)
+ * is part of what the program must get right.
+ */
+function recordDependencies(into: Map<string, string[]>): void {
+  const monitor = settings.getMonitor();
+  const register = monitor.registerResource.bind(monitor);
+  monitor.registerResource = (request, callback) => {
+    // A URN ends `…::<type>::<name>`; the parent chain before the type is not needed here.
+    const names = request.getDependenciesList().map((urn) => {
+      const parts = urn.split("::");
+      const type = (parts[parts.length - 2] ?? "").split("$").pop();
+      return `${type}::${parts[parts.length - 1]}`;
+    });
+    into.set(`${request.getType()}::${request.getName()}`, names);
+    return register(request, callback);
+  };
+}
 
 /** What the mocks of one evaluation saw. */
 export interface RecordingMocks {
@@ -277,7 +313,9 @@ export function createRecordingMocks(): RecordingMocks {
         args.name,
         unwrapSecrets(args.inputs) as Record<string, unknown>,
       );
-      if (args.custom !== false) resources.push({ type: args.type, name: args.name, inputs });
+      if (args.custom !== false) {
+        resources.push({ type: args.type, name: args.name, inputs, dependsOn: [] });
+      }
       return { id: `${args.name}-id`, state: mockState(args.type, args.name, inputs) };
     },
     call(args) {
@@ -315,6 +353,8 @@ export async function evaluateStack(
     const { resources, invokes, failures } = recording;
 
     await pulumi.runtime.setMocks(recording.mocks, project.name, stack, false);
+    const dependencies = new Map<string, string[]>();
+    recordDependencies(dependencies);
     // An override of a key the project declares secret is passed as a secret, as `--secret` would.
     const secretOverrides = Object.keys(overrides).filter((key) => declaredSecretKeys.has(key));
     pulumi.runtime.setAllConfig({ ...config, ...overrides }, [...secretKeys, ...secretOverrides]);
@@ -332,6 +372,9 @@ export async function evaluateStack(
     }
     await settings.waitForRPCs();
     if (failures.length > 0) throw failures[0];
+    for (const resource of resources) {
+      resource.dependsOn = dependencies.get(`${resource.type}::${resource.name}`) ?? [];
+    }
     return { stack, resources, outputs, invokes };
   } finally {
     evaluating = false;

@@ -437,16 +437,26 @@ for (const stack of stacks) {
           assert.equal(load.environment.IMAGE, plainOutput(evaluation, `${service}Image`));
           assert.deepEqual(load.triggers, [plainOutput(evaluation, `${service}ImageDigest`)]);
         }
-        const names = evaluation.resources.map((r) => `${r.type} ${r.name}`);
+        // Registration order says nothing about creation order: the engine follows dependencies.
         for (const [service, deployment] of [
           ["master", "master"],
           ["worker", "workers"],
         ]) {
+          const load = `command:local:Command::images-${service}-load`;
           assert.ok(
-            names.indexOf(`command:local:Command images-${service}-load`) <
-              names.indexOf(`${Deployment} ${deployment}`),
-            `${service} image is loaded before its Deployment is created`,
+            findResource(evaluation, Deployment, deployment as string).dependsOn.includes(load),
+            `the ${deployment} Deployment waits for the ${service} image to be loaded`,
           );
+          if (config.cluster === "kind") {
+            assert.ok(
+              findResource(
+                evaluation,
+                "command:local:Command",
+                `images-${service}-load`,
+              ).dependsOn.includes("command:local:Command::kind-cluster"),
+              `the ${service} image is loaded only once the kind cluster exists`,
+            );
+          }
         }
       });
     }
