@@ -1,21 +1,7 @@
-/** A task as the master's public API shows it (the fields this suite reads). */
-export interface TaskView {
-  id: string;
-  type: string;
-  status: "queued" | "running" | "succeeded" | "failed";
-  attempts: number;
-  result?: unknown;
-  error?: string;
-}
+import type { TaskResponse as TaskView } from "../../services/master/src/routes/tasks.js";
+import type { StoreStats as MasterStats } from "../../services/master/src/store/task-store.js";
 
-/** What `GET /v1/stats` reports (the fields this suite reads). */
-export interface MasterStats {
-  queued: number;
-  running: number;
-  succeeded: number;
-  failed: number;
-  activeWorkers: number;
-}
+export type { MasterStats, TaskView };
 
 export interface HttpAnswer {
   status: number;

@@ -9,6 +9,7 @@ import {
   spawnService,
   waitUntilReady,
 } from "../../../scripts/local-services";
+import type { TaskResponse as TaskView } from "../../../services/master/src/routes/tasks.js";
 
 /** A master or worker process of a {@link Fleet}, with its JSON log lines. */
 export interface FleetProcess {
@@ -16,18 +17,6 @@ export interface FleetProcess {
   child: ChildProcess;
   logs: Record<string, unknown>[];
   exited: Promise<number>;
-}
-
-/** A task as `GET /v1/tasks/:id` shows it (docs/api.md). */
-export interface TaskView {
-  id: string;
-  type: string;
-  status: "queued" | "running" | "succeeded" | "failed";
-  attempts: number;
-  result?: unknown;
-  error?: string;
-  startedAt?: string;
-  finishedAt?: string;
 }
 
 export interface TaskSpec {

@@ -95,14 +95,9 @@ export function worker(
   });
 }
 
-export interface Leased {
-  id: string;
-  leaseId: string;
-  type: string;
-  payload: unknown;
-  attempt: number;
-  timeoutSeconds: number;
-}
+import type { LeasedTask as Leased } from "../../../services/master/src/store/task-store.js";
+
+export type { Leased };
 
 export async function leaseTasks(
   app: App,

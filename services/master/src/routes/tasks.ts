@@ -97,8 +97,15 @@ function parseWaitSeconds(raw: string | string[] | undefined): number | string {
   return value;
 }
 
+/** A task as `GET /v1/tasks/:id` answers it (docs/api.md): the store's view with ISO-8601 times. */
+export interface TaskResponse extends Omit<TaskView, "createdAt" | "startedAt" | "finishedAt"> {
+  createdAt: string;
+  startedAt?: string;
+  finishedAt?: string;
+}
+
 /** The API shows times as ISO-8601 strings; the store keeps milliseconds. */
-function present(task: TaskView) {
+function present(task: TaskView): TaskResponse {
   return {
     id: task.id,
     type: task.type,
