@@ -11,14 +11,6 @@ import { ensureBuilt, exited, spawnService, waitUntilReady } from "./local-servi
  */
 
 const workerCount = 2;
-const levelNames: Record<number, string> = {
-  10: "TRACE",
-  20: "DEBUG",
-  30: "INFO",
-  40: "WARN",
-  50: "ERROR",
-  60: "FATAL",
-};
 const quietKeys = new Set(["level", "time", "pid", "hostname", "msg", "service", "workerId"]);
 
 /** One readable line per JSON log line: cheap, and raw text passes through untouched. */
@@ -34,7 +26,7 @@ function pipeLogs(name: string, child: ChildProcess): void {
           .map(
             ([key, value]) => `${key}=${typeof value === "string" ? value : JSON.stringify(value)}`,
           );
-        const level = levelNames[record.level as number] ?? String(record.level).toUpperCase();
+        const level = String(record.level).toUpperCase();
         text = `${level.padEnd(5)} ${String(record.msg ?? "")}${extras.length ? `  ${extras.join(" ")}` : ""}`;
       } catch {
         // Not JSON (a stack trace, npm output): print it as it is.

@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
 import type { MasterConfig } from "./config.js";
 import { errorBody, formatSchemaError, handleError } from "./http-errors.js";
@@ -50,6 +51,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
   const app = Fastify({
     logger: options.logger ?? {
       level: config.logLevel,
+      // Which service wrote a line, as the worker's lines say; the pod name is the host name.
+      base: { service: "taskfleet-master", pid: process.pid, hostname: hostname() },
       // Level names rather than numbers, which log pipelines map to a severity as they are.
       formatters: { level: (label) => ({ level: label }) },
     },

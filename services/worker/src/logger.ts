@@ -9,6 +9,11 @@ export function createLogger(
   bindings: Record<string, unknown> = {},
   destination?: DestinationStream,
 ): Logger {
-  const options = { level, base: { service: "taskfleet-worker", ...bindings } };
+  const options = {
+    level,
+    base: { service: "taskfleet-worker", ...bindings },
+    // Level names, as the master writes them: one log pipeline reads both services alike.
+    formatters: { level: (label: string) => ({ level: label }) },
+  };
   return destination ? pino(options, destination) : pino(options);
 }

@@ -109,6 +109,16 @@ describe("master process", () => {
     assert.equal(tasks.length, 1);
   });
 
+  it("writes JSON log lines that name the service and the level by name", async (t) => {
+    const port = await freePort();
+    const master = startMaster({ PORT: String(port), HOST: "127.0.0.1", WORKER_TOKEN: "w" });
+    t.after(() => master.child.kill("SIGKILL"));
+    await waitFor(() => master.lines().some((line) => line.msg === "master ready"), "ready");
+    const ready = master.lines().find((line) => line.msg === "master ready");
+    assert.equal(ready?.service, "taskfleet-master");
+    assert.equal(ready?.level, "info");
+  });
+
   it("on SIGTERM answers pending long polls, refuses new tasks and exits 0", async (t) => {
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
