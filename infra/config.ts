@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import * as pulumi from "@pulumi/pulumi";
 
 /** The project name, and so the namespace of every project config key (`taskfleet:<key>`). */
@@ -53,6 +54,18 @@ export const configSpec = {
     type: "string",
     default: "",
     description: "Kubernetes namespace of the workloads; empty means taskfleet-<stack>.",
+  },
+  allowedSourceRanges: {
+    type: "string",
+    default: "",
+    description:
+      "Comma-separated CIDR ranges allowed to reach the master's load balancer (e.g. 203.0.113.0/24,2001:db8::/32); empty allows any source.",
+  },
+  internalLoadBalancer: {
+    type: "boolean",
+    default: false,
+    description:
+      "cluster=gke: give the master an internal load balancer, reachable only from the VPC, instead of an internet-facing one.",
   },
   apiToken: {
     type: "string",
@@ -133,6 +146,24 @@ export const configSpec = {
     default: "e2-standard-2",
     description: "cluster=gke: machine type of the node pool.",
   },
+  nodeDiskSizeGb: {
+    type: "integer",
+    default: 50,
+    description:
+      "cluster=gke: boot disk of each node in GB (10-65536); counts against the region's SSD quota.",
+  },
+  network: {
+    type: "string",
+    default: "default",
+    description:
+      "cluster=gke: the VPC network of the cluster: a name, or projects/<project>/global/networks/<name>.",
+  },
+  subnetwork: {
+    type: "string",
+    default: "",
+    description:
+      "cluster=gke: the subnetwork in gcp:region (a name or projects/<project>/regions/<region>/subnetworks/<name>); empty means the network's own in that region (auto-mode networks such as default have one).",
+  },
   nodeMinCount: {
     type: "integer",
     default: 1,
@@ -172,6 +203,10 @@ export interface GkeConfig {
   project: string;
   region: string;
   nodeMachineType: string;
+  nodeDiskSizeGb: number;
+  network: string;
+  /** Undefined: the network's subnetwork in the region. */
+  subnetwork: string | undefined;
   nodeMinCount: number;
   nodeMaxCount: number;
   releaseChannel: ReleaseChannel;
@@ -187,6 +222,10 @@ export interface TaskfleetConfig {
   /** cluster=existing: the command that loads a local image into the cluster, if one is needed. */
   imageLoadCommand: string | undefined;
   namespace: string;
+  /** CIDR ranges allowed to reach the master's load balancer; empty: any source. */
+  allowedSourceRanges: string[];
+  /** cluster=gke: an internal load balancer instead of an internet-facing one. */
+  internalLoadBalancer: boolean;
   /** Undefined: the program generates the token. */
   apiToken: pulumi.Output<string> | undefined;
   workerToken: pulumi.Output<string> | undefined;
@@ -269,6 +308,23 @@ class Reader {
     return text as T;
   }
 
+  /** A comma-separated list of CIDR ranges, each checked; empty text is an empty list. */
+  cidrs(key: ConfigKey): string[] {
+    const text = this.string(key);
+    if (text.trim() === "") return [];
+    const ranges = text.split(",").map((range) => range.trim());
+    for (const range of ranges) {
+      if (!isCidr(range)) {
+        throw invalid(
+          key,
+          text,
+          `"${range}" is not a CIDR range; use comma-separated ranges such as 203.0.113.0/24 or 2001:db8::/32`,
+        );
+      }
+    }
+    return ranges;
+  }
+
   matching(key: ConfigKey, pattern: RegExp, allowed: string): string {
     const text = this.string(key);
     if (!pattern.test(text)) {
@@ -276,6 +332,15 @@ class Reader {
     }
     return text;
   }
+}
+
+/** `<IPv4>/<0-32>` or `<IPv6>/<0-128>`. */
+export function isCidr(text: string): boolean {
+  const match = /^([^/]+)\/(\d{1,3})$/.exec(text);
+  if (!match) return false;
+  const version = isIP(match[1] ?? "");
+  const prefix = Number(match[2]);
+  return (version === 4 && prefix <= 32) || (version === 6 && prefix <= 128);
 }
 
 const cpuPattern = /^(\d+m|\d+(\.\d{1,3})?)$/;
@@ -337,6 +402,10 @@ function readResources(read: Reader, prefix: "master" | "worker"): Resources {
   return resources;
 }
 
+function optional(text: string): string | undefined {
+  return text === "" ? undefined : text;
+}
+
 const dnsLabel = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 /**
@@ -369,16 +438,18 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
 
   const kubeContext = read.string("kubeContext");
   const imageLoadCommand = read.string("imageLoadCommand").trim();
+  const internalLoadBalancer = read.boolean("internalLoadBalancer");
   // Set for another cluster kind they would be ignored without a word; most likely the cluster is wrong.
-  for (const [key, value] of [
-    ["kubeContext", kubeContext],
-    ["imageLoadCommand", imageLoadCommand],
+  for (const [key, value, only] of [
+    ["kubeContext", kubeContext, "existing"],
+    ["imageLoadCommand", imageLoadCommand, "existing"],
+    ["internalLoadBalancer", internalLoadBalancer ? "true" : "", "gke"],
   ] as const) {
-    if (value !== "" && cluster !== "existing") {
+    if (value !== "" && cluster !== only) {
       throw invalid(
         key,
         value,
-        `only used when taskfleet:cluster is existing (it is ${cluster}); unset it or change the cluster`,
+        `only used when taskfleet:cluster is ${only} (it is ${cluster}); unset it or change the cluster`,
       );
     }
   }
@@ -386,9 +457,11 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
   return Object.freeze({
     stack: raw.stack,
     cluster,
-    kubeContext: kubeContext === "" ? undefined : kubeContext,
-    imageLoadCommand: imageLoadCommand === "" ? undefined : imageLoadCommand,
+    kubeContext: optional(kubeContext),
+    imageLoadCommand: optional(imageLoadCommand),
     namespace,
+    allowedSourceRanges: read.cidrs("allowedSourceRanges"),
+    internalLoadBalancer,
     apiToken: raw.apiToken,
     workerToken: raw.workerToken,
     leaseSeconds: read.integer("leaseSeconds", 1, 3600),
@@ -444,6 +517,19 @@ function validateGke(raw: RawConfig, read: Reader): GkeConfig {
       "nodeMachineType",
       /^[a-z][a-z0-9]*-[a-z0-9-]*[a-z0-9]$/,
       "must be a Compute Engine machine type such as e2-standard-2",
+    ),
+    nodeDiskSizeGb: read.integer("nodeDiskSizeGb", 10, 65536),
+    network: read.matching(
+      "network",
+      /^(projects\/[a-z][-a-z0-9.:]*[a-z0-9]\/global\/networks\/)?[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/,
+      "must be a VPC network name such as default, or projects/<project>/global/networks/<name>",
+    ),
+    subnetwork: optional(
+      read.matching(
+        "subnetwork",
+        /^((projects\/[a-z][-a-z0-9.:]*[a-z0-9]\/regions\/[a-z]+-[a-z]+\d+\/subnetworks\/)?[a-z]([-a-z0-9]{0,61}[a-z0-9])?)?$/,
+        "must be empty, a subnetwork name, or projects/<project>/regions/<region>/subnetworks/<name>",
+      ),
     ),
     nodeMinCount,
     nodeMaxCount,

@@ -3,7 +3,12 @@ import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { LocalDestination, RegistryDestination } from "./cluster/target";
-import { fromRepoRoot, imagePlatform, type ServiceName, serviceBuilds } from "./service-builds";
+import {
+  fromRepoRoot,
+  registryImagePlatform,
+  type ServiceName,
+  serviceBuilds,
+} from "./service-builds";
 
 export interface ServiceImagesArgs {
   /** Where the images go: a registry (pushed) or the local engine (loaded into the cluster). */
@@ -42,7 +47,10 @@ function buildPath(relativeToRoot: string): string {
   return path.relative(process.cwd(), fromRepoRoot(relativeToRoot)) || ".";
 }
 
-/** The master and worker images, built from `services/` for {@link imagePlatform}. */
+/**
+ * The master and worker images, built from `services/`: for {@link registryImagePlatform} when
+ * pushed, for the building engine's own platform when they stay local.
+ */
 export class ServiceImages extends pulumi.ComponentResource {
   public readonly master: DeployableImage;
   public readonly worker: DeployableImage;
@@ -61,12 +69,12 @@ export class ServiceImages extends pulumi.ComponentResource {
 
   private build(name: string, service: ServiceName, args: ServiceImagesArgs): DeployableImage {
     const source = serviceBuilds[service];
+    const { destination } = args;
     const build = {
       context: buildPath(source.context),
       dockerfile: buildPath(source.dockerfile),
-      platform: imagePlatform,
+      platform: destination.kind === "registry" ? registryImagePlatform : undefined,
     };
-    const { destination } = args;
 
     if (destination.kind === "registry") {
       const image = new docker.Image(

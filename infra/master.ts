@@ -36,6 +36,10 @@ export interface MasterArgs {
   logLevel: LogLevel;
   /** CPU and memory of the master container. */
   resources: Resources;
+  /** CIDR ranges allowed to reach the load balancer; empty: any source. */
+  allowedSourceRanges: string[];
+  /** GKE: an internal load balancer (an address in the VPC only) instead of an external one. */
+  internalLoadBalancer: boolean;
   /**
    * True on clusters where a LoadBalancer address may never be assigned (kind, minikube without
    * a tunnel): `pulumi up` then does not wait for one.
@@ -54,9 +58,22 @@ export function loadBalancerUrl(
   return `http://${bracketed}${masterServicePort === 80 ? "" : `:${masterServicePort}`}`;
 }
 
+/** The master Service's annotations: what its load balancer is and whether `pulumi up` waits for it. */
+export function masterServiceAnnotations(args: {
+  internalLoadBalancer: boolean;
+  skipAwaitAddress: boolean;
+}): Record<string, string> {
+  return {
+    ...(args.internalLoadBalancer ? { "networking.gke.io/load-balancer-type": "Internal" } : {}),
+    ...(args.skipAwaitAddress ? { "pulumi.com/skipAwait": "true" } : {}),
+  };
+}
+
 /**
  * The master: one pod behind a LoadBalancer Service, holding the tokens in a Secret it shares
- * with the workers.
+ * with the workers. It has no PodDisruptionBudget: on a single replica any budget that protects
+ * it can never be met, so it would block every node drain, cluster autoscaler scale-down and GKE
+ * upgrade (which then evicts anyway after an hour).
  */
 export class Master extends pulumi.ComponentResource {
   /** The Secret holding `apiToken` and `workerToken`. */
@@ -114,6 +131,8 @@ export class Master extends pulumi.ComponentResource {
                   ports: [{ name: "http", containerPort: masterPort, protocol: "TCP" }],
                   env: [
                     { name: "PORT", value: String(masterPort) },
+                    // Every interface: the kubelet's probes and the Service reach the pod's IP.
+                    { name: "HOST", value: "0.0.0.0" },
                     secretEnv("API_TOKEN", "apiToken"),
                     secretEnv("WORKER_TOKEN", "workerToken"),
                     { name: "LEASE_SECONDS", value: String(args.leaseSeconds) },
@@ -153,26 +172,18 @@ export class Master extends pulumi.ComponentResource {
         metadata: {
           namespace: args.namespace,
           labels,
-          annotations: args.skipAwaitAddress ? { "pulumi.com/skipAwait": "true" } : {},
+          annotations: masterServiceAnnotations(args),
         },
         spec: {
           type: "LoadBalancer",
+          // Enforced by the cloud's firewall for the load balancer; unset lets every source in.
+          loadBalancerSourceRanges:
+            args.allowedSourceRanges.length > 0 ? args.allowedSourceRanges : undefined,
           selector,
           ports: [{ name: "http", port: masterServicePort, targetPort: "http", protocol: "TCP" }],
         },
       },
       { parent: this, dependsOn: [deployment] },
-    );
-
-    // A voluntary eviction (node drain, upgrade) would drop the in-memory queue; with one replica
-    // this makes drains wait for an operator to move the master deliberately.
-    new k8s.policy.v1.PodDisruptionBudget(
-      `${name}`,
-      {
-        metadata: { namespace: args.namespace, labels },
-        spec: { minAvailable: 1, selector: { matchLabels: selector } },
-      },
-      { parent: this },
     );
 
     this.serviceName = service.metadata.name;

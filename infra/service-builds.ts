@@ -19,8 +19,12 @@ export const serviceBuilds = {
 
 export type ServiceName = keyof typeof serviceBuilds;
 
-/** The platform every image is built for: GKE's default node pools are amd64. */
-export const imagePlatform = "linux/amd64";
+/**
+ * The platform of images pushed to a registry: GKE's node pools are amd64. Local images are built
+ * for the platform of the engine that builds them (arm64 on Apple-silicon laptops), which is what
+ * the local cluster's nodes run.
+ */
+export const registryImagePlatform = "linux/amd64";
 
 /** The repository root, resolved from this file so it does not depend on the working directory. */
 export const repoRoot = path.resolve(__dirname, "..");

@@ -96,6 +96,8 @@ export function createTaskfleet(config: TaskfleetConfig): TaskfleetOutputs {
       resultTtlSeconds: config.resultTtlSeconds,
       logLevel: config.logLevel,
       resources: config.master.resources,
+      allowedSourceRanges: config.allowedSourceRanges,
+      internalLoadBalancer: config.internalLoadBalancer,
       skipAwaitAddress: cluster.externalAddressMayNeverCome,
     },
     { providers: [cluster.provider] },

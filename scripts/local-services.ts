@@ -1,5 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import * as path from "node:path";
 import { fromRepoRoot } from "../infra/service-builds";
 
@@ -14,26 +16,44 @@ export const serviceEntries: Record<LocalService, string> = {
 
 const npm = process.platform === "win32" ? "npm.cmd" : "npm";
 
-function newestMtime(directory: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(directory, { withFileTypes: true })) {
-    const full = path.join(directory, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(full) : statSync(full).mtimeMs);
-  }
-  return newest;
+/** The files a service's build reads, relative to its folder: its sources and its manifests. */
+function buildInputs(folder: string): string[] {
+  const walk = (relative: string): string[] =>
+    readdirSync(path.join(folder, relative), { withFileTypes: true }).flatMap((entry) => {
+      const child = path.join(relative, entry.name);
+      return entry.isDirectory() ? walk(child) : [child];
+    });
+  return [...walk("src"), "package.json", "tsconfig.json"].sort();
 }
 
-/** True when the entry point is missing or older than a source file or the service's manifests. */
-export function needsBuild(service: LocalService): boolean {
-  const entry = fromRepoRoot(serviceEntries[service]);
-  if (!existsSync(entry)) return true;
-  const folder = fromRepoRoot(`services/${service}`);
-  const inputs = Math.max(
-    newestMtime(path.join(folder, "src")),
-    statSync(path.join(folder, "package.json")).mtimeMs,
-    statSync(path.join(folder, "tsconfig.json")).mtimeMs,
-  );
-  return statSync(entry).mtimeMs < inputs;
+/**
+ * A digest of what a build reads. Contents, not timestamps: tsc does not rewrite output that did
+ * not change, so a touched source would otherwise look newer than its build forever.
+ */
+export function buildInputsDigest(folder: string): string {
+  const hash = createHash("sha256");
+  for (const file of buildInputs(folder)) {
+    hash
+      .update(`${file}\0`)
+      .update(readFileSync(path.join(folder, file)))
+      .update("\0");
+  }
+  return hash.digest("hex");
+}
+
+/** Where a build records the digest of the inputs it was made from. */
+const buildStamp = "dist/.build-inputs";
+
+/** True when the service in `folder` has no build of its current sources at `entry`. */
+export function needsBuildIn(folder: string, entry: string): boolean {
+  const stamp = path.join(folder, buildStamp);
+  if (!existsSync(path.join(folder, entry)) || !existsSync(stamp)) return true;
+  return readFileSync(stamp, "utf8") !== buildInputsDigest(folder);
+}
+
+/** Records that the build in `folder` is of its current sources. */
+export function markBuilt(folder: string): void {
+  writeFileSync(path.join(folder, buildStamp), buildInputsDigest(folder));
 }
 
 /**
@@ -44,7 +64,8 @@ export function ensureBuilt(service: LocalService, log: (line: string) => void =
   const folder = fromRepoRoot(`services/${service}`);
   const steps: string[][] = [];
   if (!existsSync(path.join(folder, "node_modules"))) steps.push(["ci", "--no-audit", "--no-fund"]);
-  if (steps.length > 0 || needsBuild(service)) steps.push(["run", "build"]);
+  const entry = path.relative(folder, fromRepoRoot(serviceEntries[service]));
+  if (steps.length > 0 || needsBuildIn(folder, entry)) steps.push(["run", "build"]);
   for (const args of steps) {
     log(`${service}: npm ${args.join(" ")}`);
     const result = spawnSync(npm, args, { cwd: folder, stdio: ["ignore", "pipe", "pipe"] });
@@ -53,6 +74,7 @@ export function ensureBuilt(service: LocalService, log: (line: string) => void =
       throw new Error(`${service}: npm ${args.join(" ")} failed\n${output}`);
     }
   }
+  if (steps.length > 0) markBuilt(folder);
 }
 
 /** Starts a built service as a child process of this one, with `env` added to this environment. */
@@ -68,6 +90,25 @@ export function spawnService(
   });
 }
 
+/**
+ * Calls `stop` once for SIGINT or SIGTERM. One Ctrl+C reaches a script several times (from the
+ * terminal, and relayed by npm and tsx): repeats within a second are the same press and are
+ * dropped; a signal after that is a second press, and calls `stop` again with `force`.
+ */
+export function onStopSignal(stop: (signal: NodeJS.Signals, force: boolean) => void): void {
+  let first = 0;
+  const handle = (signal: NodeJS.Signals) => {
+    if (first === 0) {
+      first = Date.now();
+      stop(signal, false);
+    } else if (Date.now() - first >= 1000) {
+      stop(signal, true);
+    }
+  };
+  process.on("SIGINT", handle);
+  process.on("SIGTERM", handle);
+}
+
 /** Resolves with the exit code (or 128 + signal number) once `child` has exited. */
 export function exited(child: ChildProcess): Promise<number> {
   if (child.exitCode !== null) return Promise.resolve(child.exitCode);
@@ -80,6 +121,18 @@ export function exited(child: ChildProcess): Promise<number> {
 function signalExitCode(signal: NodeJS.Signals): number {
   const numbers: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
   return 128 + (numbers[signal] ?? 1);
+}
+
+/**
+ * Whether nothing listens on `host:port` yet. Checked before starting a master: otherwise an
+ * earlier master still on the port answers the new one's readiness check while the new one dies.
+ */
+export function portIsFree(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once("error", () => resolve(false));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(true)));
+  });
 }
 
 /** Polls `url` until it answers 200, the child exits, or `timeoutMs` passes. */

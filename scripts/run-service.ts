@@ -1,9 +1,15 @@
-import { ensureBuilt, exited, type LocalService, spawnService } from "./local-services";
+import {
+  ensureBuilt,
+  exited,
+  type LocalService,
+  onStopSignal,
+  spawnService,
+} from "./local-services";
 
 /**
  * `npm run master` / `npm run worker`: builds the service if its sources changed, then runs it
- * in the foreground with this environment, passing SIGINT and SIGTERM on so it shuts down as it
- * would in a pod, and exiting with its exit code.
+ * in the foreground with this environment, passing SIGINT and SIGTERM on once so it shuts down as
+ * it would in a pod (a second Ctrl+C a moment later kills it), and exiting with its exit code.
  */
 async function main(): Promise<number> {
   const service = process.argv[2];
@@ -12,10 +18,13 @@ async function main(): Promise<number> {
     return 2;
   }
   ensureBuilt(service as LocalService, (line) => process.stderr.write(`${line}\n`));
-  const child = spawnService(service, {}, { stdio: "inherit" });
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    process.on(signal, () => child.kill(signal));
-  }
+  // Its own process group: the terminal's Ctrl+C reaches only this script, which passes it on
+  // exactly once.
+  const child = spawnService(service, {}, { stdio: "inherit", detached: true });
+  process.on("exit", () => {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  });
+  onStopSignal((signal, force) => child.kill(force ? "SIGKILL" : signal));
   return exited(child);
 }
 

@@ -1,7 +1,14 @@
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createInterface } from "node:readline";
-import { ensureBuilt, exited, spawnService, waitUntilReady } from "./local-services";
+import {
+  ensureBuilt,
+  exited,
+  onStopSignal,
+  portIsFree,
+  spawnService,
+  waitUntilReady,
+} from "./local-services";
 
 /**
  * `npm start`: one master and two workers on this machine, no cluster, no Docker. Builds what
@@ -43,31 +50,35 @@ async function main(): Promise<number> {
   const apiToken = process.env.API_TOKEN;
   const say = (line: string) => process.stdout.write(`${line}\n`);
 
+  // An invalid PORT is left to the master, whose message names what is allowed.
+  const portNumber = Number(port);
+  const validPort = /^\d+$/.test(port) && portNumber >= 1 && portNumber <= 65535;
+  if (validPort && !(await portIsFree(host, portNumber))) {
+    say(
+      `port ${port} on ${host} is taken (an earlier taskfleet master?): stop it, or set PORT to use another one`,
+    );
+    return 1;
+  }
   ensureBuilt("master", (line) => say(`building ${line}`));
   ensureBuilt("worker", (line) => say(`building ${line}`));
 
   const children: { name: string; child: ChildProcess }[] = [];
   let stopping = false;
-  let stoppingSince = 0;
-  const stopAll = async (signal: NodeJS.Signals) => {
-    if (stopping) {
-      // One Ctrl+C can arrive twice (from the terminal and relayed by npm or tsx): only a second
-      // press, a moment later, means "stop now".
-      if (Date.now() - stoppingSince < 1000) return;
+  const stopAll = async (signal: NodeJS.Signals, force = false) => {
+    if (force) {
       say("stopping at once");
       for (const { child } of children) if (child.exitCode === null) child.kill("SIGKILL");
       return;
     }
+    if (stopping) return;
     stopping = true;
-    stoppingSince = Date.now();
     say(`${signal}: stopping the workers, then the master`);
     const workers = children.filter(({ name }) => name !== "master");
     for (const { child } of workers) child.kill("SIGTERM");
     await Promise.all(workers.map(({ child }) => exited(child)));
     for (const { name, child } of children) if (name === "master") child.kill("SIGTERM");
   };
-  process.on("SIGINT", (signal) => void stopAll(signal));
-  process.on("SIGTERM", (signal) => void stopAll(signal));
+  onStopSignal((signal, force) => void stopAll(signal, force));
 
   // Own process groups: Ctrl+C reaches only this script, which stops the children in order.
   const master = spawnService(

@@ -29,7 +29,12 @@ export class ExistingCluster extends pulumi.ComponentResource implements Cluster
     super("taskfleet:index:ExistingCluster", name, {}, opts);
     this.provider = new k8s.Provider(
       `${name}-k8s`,
-      args.kubeContext === undefined ? {} : { context: args.kubeContext },
+      {
+        context: args.kubeContext,
+        // The provider is replaced, with every object of the stack, only when the configured
+        // context changes. An unreachable cluster is not deleted from the state: it is not ours.
+        clusterIdentifier: `context:${args.kubeContext ?? "(current)"}`,
+      },
       { parent: this },
     );
     this.clusterName = pulumi.output(args.kubeContext ?? "(current kubeconfig context)");

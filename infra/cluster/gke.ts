@@ -110,16 +110,32 @@ export class GkeCluster extends pulumi.ComponentResource implements ClusterTarge
       { parent: this },
     );
 
+    const clusterName = cloudId(args.baseName, 40);
+    // What every node of the cluster runs as and on, the temporary default pool's included.
+    const nodeConfig = {
+      machineType: gke.nodeMachineType,
+      diskSizeGb: gke.nodeDiskSizeGb,
+      serviceAccount: nodeAccount.email,
+      // Access is limited by the account's IAM roles; the broad scope is what Google advises with them.
+      oauthScopes: ["https://www.googleapis.com/auth/cloud-platform"],
+      workloadMetadataConfig: { mode: "GKE_METADATA" },
+      shieldedInstanceConfig: { enableSecureBoot: true, enableIntegrityMonitoring: true },
+    };
+
     const cluster = new gcp.container.Cluster(
       `${name}-cluster`,
       {
         project: gke.project,
-        name: cloudId(args.baseName, 40),
+        name: clusterName,
         location: gke.region,
-        // The default pool cannot be autoscaled or given its own account; GKE requires one at
-        // creation, so it is created with one node and removed at once.
+        network: gke.network,
+        subnetwork: gke.subnetwork,
+        // The default pool cannot be autoscaled; GKE requires one at creation, so it is created
+        // with one node per zone and removed at once. Its nodes run as our account too: the
+        // Compute Engine default account is disabled in many organisations, and creation fails there.
         removeDefaultNodePool: true,
         initialNodeCount: 1,
+        nodeConfig,
         releaseChannel: { channel: gke.releaseChannel },
         workloadIdentityConfig: { workloadPool: `${gke.project}.svc.id.goog` },
         networkingMode: "VPC_NATIVE",
@@ -128,7 +144,17 @@ export class GkeCluster extends pulumi.ComponentResource implements ClusterTarge
         enableShieldedNodes: true,
         deletionProtection: gke.deletionProtection,
       },
-      { parent: this },
+      {
+        parent: this,
+        dependsOn: [nodeRole],
+        // GKE checks its deletion protection only when the cluster itself is deleted, which
+        // `pulumi destroy` does last, after every workload, the node pool and the IAM bindings.
+        // Pulumi's own protection refuses the destroy before anything is touched.
+        protect: gke.deletionProtection,
+        // The temporary pool's settings cannot be changed after creation and do not matter once
+        // it is gone; a change here must not replace the cluster.
+        ignoreChanges: ["nodeConfig", "initialNodeCount"],
+      },
     );
 
     const nodePool = new gcp.container.NodePool(
@@ -137,20 +163,16 @@ export class GkeCluster extends pulumi.ComponentResource implements ClusterTarge
         project: gke.project,
         cluster: cluster.name,
         location: gke.region,
-        initialNodeCount: gke.nodeMinCount,
+        // Only read at creation, and changing it replaces the pool and every node: it starts at
+        // the lower bound (at least one node per zone, so the first deploy is scheduled at once)
+        // and is ignored afterwards, when the autoscaler owns the size.
+        initialNodeCount: Math.max(1, gke.nodeMinCount),
         // Counts are per zone: a regional cluster runs the pool in each of the region's zones.
         autoscaling: { minNodeCount: gke.nodeMinCount, maxNodeCount: gke.nodeMaxCount },
         management: { autoRepair: true, autoUpgrade: true },
-        nodeConfig: {
-          machineType: gke.nodeMachineType,
-          serviceAccount: nodeAccount.email,
-          // Access is limited by the account's IAM roles; the broad scope is what Google advises with them.
-          oauthScopes: ["https://www.googleapis.com/auth/cloud-platform"],
-          workloadMetadataConfig: { mode: "GKE_METADATA" },
-          shieldedInstanceConfig: { enableSecureBoot: true, enableIntegrityMonitoring: true },
-        },
+        nodeConfig,
       },
-      { parent: this, dependsOn: [nodeRole, pullAccess] },
+      { parent: this, dependsOn: [nodeRole, pullAccess], ignoreChanges: ["initialNodeCount"] },
     );
 
     this.clusterName = cluster.name;
@@ -168,7 +190,14 @@ export class GkeCluster extends pulumi.ComponentResource implements ClusterTarge
     // Workloads wait for the node pool: without nodes their pods would never be scheduled.
     this.provider = new k8s.Provider(
       `${name}-k8s`,
-      { kubeconfig: this.kubeconfig },
+      {
+        kubeconfig: this.kubeconfig,
+        // Known at preview, unlike the kubeconfig: a new endpoint or certificate updates the
+        // provider instead of replacing it and, with it, every Kubernetes object of the stack.
+        clusterIdentifier: `projects/${gke.project}/locations/${gke.region}/clusters/${clusterName}`,
+        // The cluster is the stack's: once it is gone, its objects are gone with it.
+        deleteUnreachable: true,
+      },
       { parent: this, dependsOn: [nodePool] },
     );
 

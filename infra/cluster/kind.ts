@@ -6,6 +6,15 @@ import type { ClusterTarget, LocalDestination } from "./target";
 /** The metrics-server Helm chart installed into kind clusters. */
 export const metricsServerChartVersion = "3.12.2";
 
+/**
+ * Creates the cluster `$KIND_CLUSTER_NAME` unless it exists (a retried `pulumi up` after a failed
+ * one, or a cluster left from an earlier stack), then prints its kubeconfig. kind's progress goes
+ * to stderr, so stdout is exactly the kubeconfig.
+ */
+export const kindCreateScript = `if ! kind get clusters | grep -qx "$KIND_CLUSTER_NAME"; then
+  kind create cluster --name "$KIND_CLUSTER_NAME" --wait 120s >&2
+fi && kind get kubeconfig --name "$KIND_CLUSTER_NAME"`;
+
 export interface KindClusterArgs {
   /** The kind cluster's name: lower-case letters, digits and '-'. */
   clusterName: string;
@@ -31,16 +40,16 @@ export class KindCluster extends pulumi.ComponentResource implements ClusterTarg
       );
     }
 
-    // Progress goes to stderr so that stdout is exactly the kubeconfig.
     const cluster = new command.local.Command(
       `${name}-cluster`,
       {
-        create:
-          'kind create cluster --name "$KIND_CLUSTER_NAME" --wait 120s >&2 && kind get kubeconfig --name "$KIND_CLUSTER_NAME"',
+        create: kindCreateScript,
         delete: 'kind delete cluster --name "$KIND_CLUSTER_NAME"',
         environment: { KIND_CLUSTER_NAME: args.clusterName },
+        // stdout is the kubeconfig, with the cluster's admin client key: show kind's progress
+        // (stderr) on the console, never stdout.
+        logging: "stderr",
       },
-      // The kubeconfig carries the cluster's admin client key.
       { parent: this, additionalSecretOutputs: ["stdout"] },
     );
 
@@ -48,7 +57,14 @@ export class KindCluster extends pulumi.ComponentResource implements ClusterTarg
     this.kubeconfig = pulumi.secret(cluster.stdout);
     this.provider = new k8s.Provider(
       `${name}-k8s`,
-      { kubeconfig: this.kubeconfig },
+      {
+        kubeconfig: this.kubeconfig,
+        // Known at preview, unlike the kubeconfig (unknown whenever the create command changes):
+        // the provider, and every object created with it, keeps its identity.
+        clusterIdentifier: `kind-${args.clusterName}`,
+        // The cluster is the stack's: once it is gone, its objects are gone with it.
+        deleteUnreachable: true,
+      },
       { parent: this, dependsOn: [cluster] },
     );
     // The worker autoscaler reads CPU use from metrics-server, which kind does not ship. kind's

@@ -291,6 +291,12 @@ function renderCloud(
     .map((resource) => ({
       type: resource.type,
       name: resource.name,
+      // What the engine does differently with it (refuses to delete it, ignores a change),
+      // reviewed like a setting.
+      ...(resource.options.protect ? { protect: true } : {}),
+      ...(resource.options.ignoreChanges.length > 0
+        ? { ignoreChanges: [...resource.options.ignoreChanges].sort(compareText) }
+        : {}),
       settings: ordered(mapStrings(redactCredentials(resource.inputs, found), substitute)),
     }));
   const outputs: Record<string, unknown> = {};

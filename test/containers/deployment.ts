@@ -1,11 +1,6 @@
 import * as path from "node:path";
 import type Docker from "dockerode";
-import {
-  fromRepoRoot,
-  imagePlatform,
-  type ServiceName,
-  serviceBuilds,
-} from "../../infra/service-builds.js";
+import { fromRepoRoot, type ServiceName, serviceBuilds } from "../../infra/service-builds.js";
 import type { ContainerFleet } from "./containers.js";
 import { buildImage, nonRootUser } from "./images.js";
 import { HopelessWaitError, MasterApi, waitUntil } from "./master-api.js";
@@ -45,7 +40,6 @@ export async function buildServiceImages(
         contextDir: path.resolve(sourceRoot, serviceBuilds[service].context),
         dockerfilePath: path.resolve(sourceRoot, serviceBuilds[service].dockerfile),
         tag,
-        platform: imagePlatform,
       });
       console.log(`built ${tag} in ${((Date.now() - started) / 1000).toFixed(0)}s`);
       built.set(service, { tag, user: await nonRootUser(docker, tag) });

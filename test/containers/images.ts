@@ -9,8 +9,6 @@ export interface ImageBuildRequest {
   contextDir: string;
   dockerfilePath: string;
   tag: string;
-  /** `os/arch`, passed to the engine when it accepts a platform. */
-  platform?: string;
   /** A build still running after this long is abandoned (default 20 minutes). */
   timeoutMs?: number;
 }
@@ -39,28 +37,7 @@ export class ImageBuildError extends Error {
  * output alone.
  */
 export async function buildImage(docker: Docker, request: ImageBuildRequest): Promise<string> {
-  try {
-    return await buildOnce(docker, request, request.platform);
-  } catch (error) {
-    // Some engines (old API versions, builders without multi-platform support) reject the
-    // platform option itself before any step runs; the build is still meaningful without it.
-    if (request.platform && error instanceof PlatformRejectedError) {
-      console.warn(
-        `the engine refused platform ${request.platform} (${error.message}); building for its own`,
-      );
-      return buildOnce(docker, request, undefined);
-    }
-    throw error;
-  }
-}
-
-class PlatformRejectedError extends Error {}
-
-async function buildOnce(
-  docker: Docker,
-  request: ImageBuildRequest,
-  platform: string | undefined,
-): Promise<string> {
+  // No platform: like the program's local images, the build is for the engine's own platform.
   const context = await packBuildContext(request.contextDir, request.dockerfilePath);
   const timeoutMs = request.timeoutMs ?? 20 * 60_000;
   const deadline = AbortSignal.timeout(timeoutMs);
@@ -71,14 +48,12 @@ async function buildOnce(
     networkmode: "host",
     rm: true,
     forcerm: true,
-    ...(platform ? { platform } : {}),
   };
   let stream: NodeJS.ReadableStream;
   try {
     stream = await docker.buildImage(context.tar, options);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    if (platform && /platform/i.test(message)) throw new PlatformRejectedError(message);
     throw new ImageBuildError(`building the ${request.name} image: the engine refused: ${message}`);
   }
 
@@ -122,9 +97,6 @@ async function buildOnce(
   });
   if (failure === undefined) failure = events.find((event) => event.error)?.error;
   if (failure !== undefined) {
-    if (platform && currentStep === "(before the first step)" && /platform/i.test(failure)) {
-      throw new PlatformRejectedError(failure);
-    }
     throw new ImageBuildError(
       `building the ${request.name} image failed at ${JSON.stringify(currentStep)}: ${failure.trim()}\n${logTail()}`,
     );

@@ -136,6 +136,39 @@ const rejected: [string, Record<string, string>, string][] = [
     { ...gke, "taskfleet:imageLoadCommand": "minikube image load" },
     'Invalid config taskfleet:imageLoadCommand = "minikube image load": only used when taskfleet:cluster is existing (it is gke); unset it or change the cluster.',
   ],
+  [
+    "an internal load balancer on a local cluster",
+    { "taskfleet:internalLoadBalancer": "true" },
+    'Invalid config taskfleet:internalLoadBalancer = "true": only used when taskfleet:cluster is gke (it is kind); unset it or change the cluster.',
+  ],
+  [
+    "a source range that is not a CIDR range",
+    { "taskfleet:allowedSourceRanges": "203.0.113.0/24,10.0.0.1" },
+    'Invalid config taskfleet:allowedSourceRanges = "203.0.113.0/24,10.0.0.1": "10.0.0.1" is not a CIDR range; use comma-separated ranges such as 203.0.113.0/24 or 2001:db8::/32.',
+  ],
+  [
+    "a source range with a prefix too long for IPv4",
+    { "taskfleet:allowedSourceRanges": "203.0.113.0/33" },
+    'Invalid config taskfleet:allowedSourceRanges = "203.0.113.0/33": "203.0.113.0/33" is not a CIDR range; use comma-separated ranges such as 203.0.113.0/24 or 2001:db8::/32.',
+  ],
+  [
+    "a node disk too small to boot",
+    { ...gke, "taskfleet:nodeDiskSizeGb": "5" },
+    'Invalid config taskfleet:nodeDiskSizeGb = "5": must be an integer from 10 to 65536.',
+  ],
+  [
+    "a network given as a URL",
+    {
+      ...gke,
+      "taskfleet:network": "https://www.googleapis.com/compute/v1/projects/p/global/networks/n",
+    },
+    'Invalid config taskfleet:network = "https://www.googleapis.com/compute/v1/projects/p/global/networks/n": must be a VPC network name such as default, or projects/<project>/global/networks/<name>.',
+  ],
+  [
+    "a subnetwork with upper-case letters",
+    { ...gke, "taskfleet:subnetwork": "Nodes" },
+    'Invalid config taskfleet:subnetwork = "Nodes": must be empty, a subnetwork name, or projects/<project>/regions/<region>/subnetworks/<name>.',
+  ],
 ];
 
 describe("validateConfig", () => {
@@ -181,11 +214,35 @@ describe("validateConfig", () => {
       project: "my-project",
       region: "europe-west1",
       nodeMachineType: "e2-standard-2",
+      nodeDiskSizeGb: 50,
+      network: "default",
+      subnetwork: undefined,
       nodeMinCount: 1,
       nodeMaxCount: 3,
       releaseChannel: "REGULAR",
       deletionProtection: true,
     });
+  });
+
+  it("reads source ranges as a trimmed list, and GKE networks as names or project paths", () => {
+    assert.deepEqual(validate({}).allowedSourceRanges, []);
+    assert.deepEqual(
+      validate({ "taskfleet:allowedSourceRanges": " 203.0.113.0/24 ,2001:db8::/32" })
+        .allowedSourceRanges,
+      ["203.0.113.0/24", "2001:db8::/32"],
+    );
+    const custom = validate({
+      ...gke,
+      "taskfleet:network": "projects/host-project/global/networks/shared",
+      "taskfleet:subnetwork": "projects/host-project/regions/europe-west1/subnetworks/nodes",
+      "taskfleet:internalLoadBalancer": "true",
+    });
+    assert.equal(custom.gke?.network, "projects/host-project/global/networks/shared");
+    assert.equal(
+      custom.gke?.subnetwork,
+      "projects/host-project/regions/europe-west1/subnetworks/nodes",
+    );
+    assert.equal(custom.internalLoadBalancer, true);
   });
 
   it("returns a frozen object", () => {

@@ -24,6 +24,15 @@ export interface RecordedResource {
    * `dependsOn` and the resources whose outputs its inputs use (components included).
    */
   dependsOn: string[];
+  /** The resource options the engine acts on, as the registration carried them. */
+  options: RecordedOptions;
+}
+
+/** Resource options that change what the engine does with a resource. */
+export interface RecordedOptions {
+  protect: boolean;
+  ignoreChanges: string[];
+  additionalSecretOutputs: string[];
 }
 
 /** The result of evaluating one stack. */
@@ -264,17 +273,30 @@ const settings: {
 /** The part of Pulumi's mock monitor that sees each registration request. */
 interface MonitorWithRegister {
   registerResource(
-    request: { getType(): string; getName(): string; getDependenciesList(): string[] },
+    request: {
+      getType(): string;
+      getName(): string;
+      getDependenciesList(): string[];
+      getProtect(): boolean | undefined;
+      getIgnorechangesList(): string[];
+      getAdditionalsecretoutputsList(): string[];
+    },
     callback: unknown,
   ): unknown;
 }
 
+interface Registration {
+  dependsOn: string[];
+  options: RecordedOptions;
+}
+
 /**
- * Records each registration's dependencies by `type::name`. The mocks' `newResource` is not told
- * them, but the order in which the engine creates resources (a kind load after the kind cluster)
- * is part of what the program must get right.
+ * Records each registration's dependencies by `type::name`, and its options. The mocks'
+ * `newResource` is told neither, but the order in which the engine creates resources (a kind load
+ * after the kind cluster) and what it refuses to do (delete a protected cluster) are part of what
+ * the program must get right.
  */
-function recordDependencies(into: Map<string, string[]>): void {
+function recordRegistrations(into: Map<string, Registration>): void {
   const monitor = settings.getMonitor();
   const register = monitor.registerResource.bind(monitor);
   monitor.registerResource = (request, callback) => {
@@ -284,7 +306,14 @@ function recordDependencies(into: Map<string, string[]>): void {
       const type = (parts[parts.length - 2] ?? "").split("$").pop();
       return `${type}::${parts[parts.length - 1]}`;
     });
-    into.set(`${request.getType()}::${request.getName()}`, names);
+    into.set(`${request.getType()}::${request.getName()}`, {
+      dependsOn: names,
+      options: {
+        protect: request.getProtect() === true,
+        ignoreChanges: request.getIgnorechangesList(),
+        additionalSecretOutputs: request.getAdditionalsecretoutputsList(),
+      },
+    });
     return register(request, callback);
   };
 }
@@ -314,7 +343,13 @@ export function createRecordingMocks(): RecordingMocks {
         unwrapSecrets(args.inputs) as Record<string, unknown>,
       );
       if (args.custom !== false) {
-        resources.push({ type: args.type, name: args.name, inputs, dependsOn: [] });
+        resources.push({
+          type: args.type,
+          name: args.name,
+          inputs,
+          dependsOn: [],
+          options: { protect: false, ignoreChanges: [], additionalSecretOutputs: [] },
+        });
       }
       return { id: `${args.name}-id`, state: mockState(args.type, args.name, inputs) };
     },
@@ -353,8 +388,8 @@ export async function evaluateStack(
     const { resources, invokes, failures } = recording;
 
     await pulumi.runtime.setMocks(recording.mocks, project.name, stack, false);
-    const dependencies = new Map<string, string[]>();
-    recordDependencies(dependencies);
+    const registrations = new Map<string, Registration>();
+    recordRegistrations(registrations);
     // An override of a key the project declares secret is passed as a secret, as `--secret` would.
     const secretOverrides = Object.keys(overrides).filter((key) => declaredSecretKeys.has(key));
     pulumi.runtime.setAllConfig({ ...config, ...overrides }, [...secretKeys, ...secretOverrides]);
@@ -373,7 +408,10 @@ export async function evaluateStack(
     await settings.waitForRPCs();
     if (failures.length > 0) throw failures[0];
     for (const resource of resources) {
-      resource.dependsOn = dependencies.get(`${resource.type}::${resource.name}`) ?? [];
+      const registration = registrations.get(`${resource.type}::${resource.name}`);
+      if (registration === undefined) continue;
+      resource.dependsOn = registration.dependsOn;
+      resource.options = registration.options;
     }
     return { stack, resources, outputs, invokes };
   } finally {

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import Docker from "dockerode";
-import { fromRepoRoot, imagePlatform, serviceBuilds } from "../../infra/service-builds";
+import { fromRepoRoot, serviceBuilds } from "../../infra/service-builds";
 import { ContainerFleet, freeLocalPort, runPrefix } from "../containers/containers";
 import { buildImage } from "../containers/images";
 import { evaluateStack, isSecretOutput, type StackEvaluation } from "./harness";
@@ -67,7 +67,6 @@ describe("the program's pods, run as containers", () => {
         contextDir: fromRepoRoot(serviceBuilds[service].context),
         dockerfilePath: fromRepoRoot(serviceBuilds[service].dockerfile),
         tag: tags[service],
-        platform: imagePlatform,
       });
     }
     port = await freeLocalPort();

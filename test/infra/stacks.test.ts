@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
+import { kindCreateScript } from "../../infra/cluster/kind";
 import { type TaskfleetConfig, validateConfig } from "../../infra/config";
 import {
   evaluateStack,
@@ -68,7 +69,7 @@ for (const stack of stacks) {
 
     it("validates every Kubernetes object against the Kubernetes OpenAPI schema", () => {
       const objects = kubernetesObjects(evaluation);
-      assert.ok(objects.length >= 7, `only ${objects.length} Kubernetes objects`);
+      assert.ok(objects.length >= 6, `only ${objects.length} Kubernetes objects`);
       for (const object of objects) {
         const validate = kubernetesModels[object.type];
         assert.ok(
@@ -171,6 +172,8 @@ for (const stack of stacks) {
       assert.equal(envOf(container, "MAX_ATTEMPTS").value, String(config.maxAttempts));
       assert.equal(envOf(container, "RESULT_TTL_SECONDS").value, String(config.resultTtlSeconds));
       assert.equal(envOf(container, "LOG_LEVEL").value, config.logLevel);
+      // The service listens on loopback only when it has no API token; a pod must be reachable.
+      assert.equal(envOf(container, "HOST").value, "0.0.0.0");
     });
 
     it("keeps both tokens in a Secret and hands them to the pods only by secretKeyRef", () => {
@@ -201,10 +204,29 @@ for (const stack of stacks) {
       assert.deepEqual(service.spec.selector, master.spec.selector.matchLabels);
     });
 
-    it("protects the master from voluntary eviction", () => {
-      const pdb = inputs(findResource(evaluation, Pdb, "master"));
-      assert.equal(pdb.spec.minAvailable, 1);
-      assert.deepEqual(pdb.spec.selector.matchLabels, master.spec.selector.matchLabels);
+    it("has no PodDisruptionBudget that could never be met (it would block every node drain)", () => {
+      const deployments = resourcesOfType(evaluation, Deployment).map(inputs);
+      for (const pdb of resourcesOfType(evaluation, Pdb).map(inputs)) {
+        const selected = deployments.filter((d: Json) =>
+          Object.entries(pdb.spec.selector.matchLabels).every(
+            ([key, value]) => d.spec.template.metadata.labels[key] === value,
+          ),
+        );
+        const replicas = selected.reduce((sum: number, d: Json) => sum + (d.spec.replicas ?? 1), 0);
+        const allowed =
+          pdb.spec.minAvailable !== undefined
+            ? replicas - Number(pdb.spec.minAvailable)
+            : Number(pdb.spec.maxUnavailable);
+        assert.ok(allowed >= 1, `PodDisruptionBudget ${pdb.metadata.name} allows no disruption`);
+      }
+    });
+
+    it("opens the master's load balancer to the configured sources only", () => {
+      const service = inputs(findResource(evaluation, Service, "master"));
+      const ranges = config.allowedSourceRanges;
+      assert.deepEqual(service.spec.loadBalancerSourceRanges, ranges.length ? ranges : undefined);
+      const internal = service.metadata.annotations?.["networking.gke.io/load-balancer-type"];
+      assert.equal(internal, config.internalLoadBalancer ? "Internal" : undefined);
     });
 
     it("leaves the worker count to the autoscaler", () => {
@@ -261,13 +283,32 @@ for (const stack of stacks) {
       }
     });
 
-    it("builds both images from services/ for linux/amd64", () => {
+    it("builds both images from services/, for GKE's amd64 nodes or the local engine's own platform", () => {
       for (const service of ["master", "worker"]) {
         const image = inputs(findResource(evaluation, Image, `images-${service}`));
         assert.match(image.build.context, new RegExp(`(^|/)services/${service}$`));
         assert.match(image.build.dockerfile, new RegExp(`(^|/)services/${service}/Dockerfile$`));
-        assert.equal(image.build.platform, "linux/amd64");
+        // Unset: the engine builds for itself, as an arm64 laptop's kind nodes need.
+        assert.equal(image.build.platform, isGke ? "linux/amd64" : undefined);
       }
+    });
+
+    it("gives the Kubernetes provider an identity known at preview, so a new kubeconfig never replaces every object", () => {
+      const [provider, ...others] = resourcesOfType(evaluation, "pulumi:providers:kubernetes");
+      assert.deepEqual(others, []);
+      assert.ok(provider);
+      const expected = {
+        gke: `projects/${config.gke?.project}/locations/${config.gke?.region}/clusters/${plainOutput(evaluation, "clusterName")}`,
+        kind: `kind-${plainOutput(evaluation, "clusterName")}`,
+        existing: `context:${config.kubeContext ?? "(current)"}`,
+      }[config.cluster];
+      assert.equal(inputs(provider).clusterIdentifier, expected);
+      // A cluster the stack owns may be gone before destroy; a borrowed one may only be down.
+      // (Provider inputs reach the engine as strings.)
+      assert.equal(
+        inputs(provider).deleteUnreachable,
+        config.cluster === "existing" ? undefined : "true",
+      );
     });
 
     it("deploys each image by a reference that changes exactly when the build changes", () => {
@@ -318,7 +359,27 @@ for (const stack of stacks) {
         assert.ok(cluster.ipAllocationPolicy);
         assert.equal(cluster.enableShieldedNodes, true);
         assert.equal(cluster.deletionProtection, gke.deletionProtection);
+        assert.equal(cluster.network, gke.network);
+        assert.equal(cluster.subnetwork, gke.subnetwork);
         assert.equal(plainOutput(evaluation, "clusterName"), cluster.name);
+      });
+
+      it("makes pulumi destroy refuse up front while deletion protection is on", () => {
+        const cluster = findResource(evaluation, "gcp:container/cluster:Cluster", "gke-cluster");
+        assert.equal(cluster.options.protect, config.gke?.deletionProtection);
+      });
+
+      it("runs even the temporary default pool under the dedicated account, never the Compute Engine default", () => {
+        const cluster = findResource(evaluation, "gcp:container/cluster:Cluster", "gke-cluster");
+        const pool = inputs(
+          findResource(evaluation, "gcp:container/nodePool:NodePool", "gke-pool"),
+        );
+        assert.deepEqual(inputs(cluster).nodeConfig, pool.nodeConfig);
+        assert.ok(
+          cluster.dependsOn.includes("gcp:projects/iAMMember:IAMMember::gke-nodes-role"),
+          "the account has its role before nodes start under it",
+        );
+        assert.equal(pool.nodeConfig.diskSizeGb, config.gke?.nodeDiskSizeGb);
       });
 
       it("runs nodes in an autoscaled pool under a dedicated least-privilege service account", () => {
@@ -335,6 +396,7 @@ for (const stack of stacks) {
           maxNodeCount: gke.nodeMaxCount,
         });
         assert.equal(pool.nodeConfig.machineType, gke.nodeMachineType);
+        assert.equal(pool.initialNodeCount, Math.max(1, gke.nodeMinCount));
         assert.equal(pool.nodeConfig.serviceAccount, email);
         assert.deepEqual(pool.nodeConfig.workloadMetadataConfig, { mode: "GKE_METADATA" });
         const roles = [
@@ -466,9 +528,12 @@ for (const stack of stacks) {
         const cluster = inputs(findResource(evaluation, "command:local:Command", "kind-cluster"));
         const name = plainOutput(evaluation, "clusterName");
         assert.equal(cluster.environment.KIND_CLUSTER_NAME, name);
-        assert.match(cluster.create, /^kind create cluster --name "\$KIND_CLUSTER_NAME" /);
-        assert.match(cluster.create, /kind get kubeconfig --name "\$KIND_CLUSTER_NAME"$/);
+        assert.equal(cluster.create, kindCreateScript);
         assert.equal(cluster.delete, 'kind delete cluster --name "$KIND_CLUSTER_NAME"');
+        // stdout is the kubeconfig with the admin client key: kept out of the console and the state.
+        assert.equal(cluster.logging, "stderr");
+        const options = findResource(evaluation, "command:local:Command", "kind-cluster").options;
+        assert.deepEqual(options.additionalSecretOutputs, ["stdout"]);
         const provider = inputs(
           findResource(evaluation, "pulumi:providers:kubernetes", "kind-k8s"),
         );

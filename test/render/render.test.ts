@@ -52,7 +52,7 @@ describe("npm run render", () => {
     assert.deepEqual([...again.entries()], [...baseline.entries()]);
   });
 
-  test("lists Kubernetes objects in apply order: namespace first, autoscaler and budget last", () => {
+  test("lists Kubernetes objects in apply order: namespace first, autoscaler last", () => {
     const kinds = [...(baseline.get("prod/kubernetes.yaml") ?? "").matchAll(/^kind: (\w+)$/gm)].map(
       (m) => m[1],
     );
@@ -63,7 +63,6 @@ describe("npm run render", () => {
       "Deployment",
       "Service",
       "HorizontalPodAutoscaler",
-      "PodDisruptionBudget",
     ]);
   });
 

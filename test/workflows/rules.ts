@@ -223,3 +223,27 @@ export function productionProblems(wf: WorkflowFile, prodStacks: readonly string
   }
   return problems;
 }
+
+/**
+ * Whether a job's `if:` lets it run in `context` (dotted names to values). Understands what these
+ * workflows write: comparisons with `==` and `!=` between context names and quoted strings, joined
+ * by `&&`; anything else throws, so a condition this cannot read is never silently taken as true.
+ */
+export function jobRuns(job: Job, context: Record<string, string>): boolean {
+  const condition = (job.if ?? "").replace(/^\$\{\{\s*|\s*\}\}$/g, "").trim();
+  if (condition === "") return true;
+  return condition.split("&&").every((clause) => {
+    const match = /^\s*([\w.]+|'[^']*')\s*(==|!=)\s*([\w.]+|'[^']*')\s*$/.exec(clause);
+    if (!match) throw new Error(`jobRuns: cannot read the condition clause "${clause.trim()}"`);
+    const value = (operand: string) => {
+      if (operand.startsWith("'")) return operand.slice(1, -1);
+      const found = context[operand];
+      if (found === undefined) throw new Error(`jobRuns: no value for ${operand} in the context`);
+      return found;
+    };
+    // GitHub compares strings case-insensitively.
+    const equal =
+      value(match[1] as string).toLowerCase() === value(match[3] as string).toLowerCase();
+    return match[2] === "==" ? equal : !equal;
+  });
+}

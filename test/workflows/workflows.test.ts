@@ -9,6 +9,7 @@ import {
   concurrencyProblems,
   expression,
   type Job,
+  jobRuns,
   parseWorkflow,
   permissionProblems,
   productionProblems,
@@ -236,6 +237,19 @@ describe("what the workflows run", () => {
     assert.equal(step.with.diff, true);
     assert.equal(step.with["comment-on-pr"], true);
     assert.equal(step.with["edit-pr-comment"], true);
+  });
+
+  test("previews people's branches of this repository, never forks' or Dependabot's, which get no secrets", () => {
+    const pullRequest = (headRepo: string, actor: string) => ({
+      "github.event.pull_request.head.repo.full_name": headRepo,
+      "github.repository": "acme/taskfleet",
+      "github.actor": actor,
+    });
+    const job = pr.jobs.preview;
+    assert.equal(jobRuns(job, pullRequest("acme/taskfleet", "octocat")), true);
+    assert.equal(jobRuns(job, pullRequest("someone/taskfleet", "someone")), false);
+    assert.equal(jobRuns(job, pullRequest("acme/taskfleet", "dependabot[bot]")), false);
+    assert.equal(jobRuns(pr.jobs.test, pullRequest("acme/taskfleet", "dependabot[bot]")), true);
   });
 
   test("every job that talks to GKE federates to Google Cloud and installs the auth plugin", () => {

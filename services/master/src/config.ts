@@ -80,7 +80,7 @@ const envSchema = z.object({
     .string()
     .optional()
     .transform((raw, ctx) => {
-      if (raw === undefined) return "0.0.0.0";
+      if (raw === undefined) return undefined;
       if (isIP(raw) === 0 && !hostname.test(raw)) {
         ctx.addIssue({
           code: "custom",
@@ -128,7 +128,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): MasterConfig {
   const e = parsed.data;
   return {
     port: e.PORT,
-    host: e.HOST,
+    // Without an API token anyone who reaches the port can submit tasks: listen on every
+    // interface (as in a pod, which always has a token) only when asked to.
+    host: e.HOST ?? (e.API_TOKEN === undefined ? "127.0.0.1" : "0.0.0.0"),
     apiToken: e.API_TOKEN,
     // The schema has already failed when the worker token is missing.
     workerToken: e.WORKER_TOKEN as string,

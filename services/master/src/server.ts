@@ -43,8 +43,10 @@ async function main(): Promise<void> {
       process.exit(1);
     }
   };
-  process.once("SIGTERM", () => void stop("SIGTERM"));
-  process.once("SIGINT", () => void stop("SIGINT"));
+  // `on`, not `once`: a repeated signal (a terminal's Ctrl+C relayed by npm) must not kill the
+  // draining process with the default action; stop() ignores it.
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
 
   await app.listen({ port: config.port, host: config.host });
   const { apiToken, workerToken, ...settings } = config;

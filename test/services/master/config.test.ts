@@ -18,7 +18,7 @@ describe("master configuration", () => {
   it("applies the documented defaults when only WORKER_TOKEN is set", () => {
     assert.deepEqual(loadConfig(valid), {
       port: 8080,
-      host: "0.0.0.0",
+      host: "127.0.0.1",
       apiToken: undefined,
       workerToken: "w",
       leaseSeconds: 30,
@@ -31,6 +31,13 @@ describe("master configuration", () => {
       shutdownGraceSeconds: 25,
       logLevel: "info",
     });
+  });
+
+  it("listens on loopback only without an API token, on every interface with one, unless HOST says", () => {
+    assert.equal(loadConfig(valid).host, "127.0.0.1");
+    assert.equal(loadConfig({ ...valid, API_TOKEN: "a" }).host, "0.0.0.0");
+    assert.equal(loadConfig({ ...valid, HOST: "0.0.0.0" }).host, "0.0.0.0");
+    assert.equal(loadConfig({ ...valid, API_TOKEN: "a", HOST: "::1" }).host, "::1");
   });
 
   it("reads every variable", () => {

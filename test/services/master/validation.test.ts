@@ -225,6 +225,23 @@ describe("tokens", () => {
     assert.equal(ok.statusCode, 202);
   });
 
+  it("accepts the Bearer scheme in any case, and only the exact token after it", async (t) => {
+    const { app } = startApp(t, { env: { API_TOKEN } });
+    const send = (authorization: string) =>
+      app.inject({ method: "GET", url: "/v1/stats", headers: { authorization } });
+    for (const scheme of ["Bearer", "bearer", "BEARER"]) {
+      assert.equal((await send(`${scheme} ${API_TOKEN}`)).statusCode, 200, scheme);
+    }
+    for (const header of [
+      `Basic ${API_TOKEN}`,
+      `Bearer ${API_TOKEN.toUpperCase()}`,
+      `Bearer${API_TOKEN}`,
+      API_TOKEN,
+    ]) {
+      assert.equal((await send(header)).statusCode, 401, header);
+    }
+  });
+
   it("answers the worker routes without the worker token with 401, even with the API token", async (t) => {
     const { app } = startApp(t, { env: { API_TOKEN } });
     for (const token of [undefined, "wrong", API_TOKEN]) {
