@@ -81,6 +81,18 @@ export const configSpec = {
     description:
       "Bearer token workers present to the master; empty means the program generates one.",
   },
+  masterImage: {
+    type: "string",
+    default: "",
+    description:
+      "A prebuilt master image to deploy instead of building services/master (e.g. built and scanned by your CI), by digest or by a tag other than latest; empty means the program builds it.",
+  },
+  workerImage: {
+    type: "string",
+    default: "",
+    description:
+      "A prebuilt worker image to deploy instead of building services/worker, as for masterImage; empty means the program builds it.",
+  },
   leaseSeconds: {
     type: "integer",
     default: 30,
@@ -226,6 +238,8 @@ export interface TaskfleetConfig {
   allowedSourceRanges: string[];
   /** cluster=gke: an internal load balancer instead of an internet-facing one. */
   internalLoadBalancer: boolean;
+  /** Images to deploy as they are instead of building them; undefined: built by the program. */
+  prebuiltImages: { master: string | undefined; worker: string | undefined };
   /** Undefined: the program generates the token. */
   apiToken: pulumi.Output<string> | undefined;
   workerToken: pulumi.Output<string> | undefined;
@@ -402,6 +416,28 @@ function readResources(read: Reader, prefix: "master" | "worker"): Resources {
   return resources;
 }
 
+/**
+ * `[registry[:port]/]path[:tag][@sha256:digest]` with a digest or a tag; `latest` is refused
+ * because a moving tag would never roll the pods.
+ */
+const imageReferencePattern =
+  /^[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(\/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$/;
+
+function imageReference(read: Reader, key: "masterImage" | "workerImage"): string | undefined {
+  const text = read.string(key);
+  if (text === "") return undefined;
+  const tag = /:([\w][\w.-]*)(@|$)/.exec(text.replace(/^[^/]*\//, ""))?.[1];
+  const pinned = text.includes("@sha256:") || (tag !== undefined && tag !== "latest");
+  if (!imageReferencePattern.test(text) || !pinned) {
+    throw invalid(
+      key,
+      text,
+      "must be an image reference with a digest (repo@sha256:...) or a tag other than latest (repo:1.2.3)",
+    );
+  }
+  return text;
+}
+
 function optional(text: string): string | undefined {
   return text === "" ? undefined : text;
 }
@@ -462,6 +498,10 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
     namespace,
     allowedSourceRanges: read.cidrs("allowedSourceRanges"),
     internalLoadBalancer,
+    prebuiltImages: {
+      master: imageReference(read, "masterImage"),
+      worker: imageReference(read, "workerImage"),
+    },
     apiToken: raw.apiToken,
     workerToken: raw.workerToken,
     leaseSeconds: read.integer("leaseSeconds", 1, 3600),

@@ -3,6 +3,7 @@ import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { LocalDestination, RegistryDestination } from "./cluster/target";
+import type { AcceptedFinding } from "./pod";
 import {
   fromRepoRoot,
   registryImagePlatform,
@@ -15,7 +16,19 @@ export interface ServiceImagesArgs {
   destination: RegistryDestination | LocalDestination;
   /** Distinguishes local image names of two stacks on one machine. */
   stack: string;
+  /** Images to deploy as they are, by service; a service without one is built. */
+  prebuilt: Partial<Record<ServiceName, string>>;
 }
+
+/** What checkov says of a local image, which is by design. */
+const localImageFindings: AcceptedFinding[] = [
+  { check: "CKV_K8S_15", reason: "a local image is loaded into the cluster and cannot be pulled" },
+  {
+    check: "CKV_K8S_43",
+    reason:
+      "a local image has no registry digest; its tag is its content id, so it rolls exactly when it changes",
+  },
+];
 
 /** One image as the workloads use it. */
 export interface DeployableImage {
@@ -25,6 +38,8 @@ export interface DeployableImage {
   pullPolicy: "IfNotPresent" | "Never";
   /** The digest (registry) or image id (local) of the build. */
   digest: pulumi.Output<string>;
+  /** Manifest checker findings that a Deployment of this image accepts. */
+  acceptedFindings: AcceptedFinding[];
 }
 
 /**
@@ -68,6 +83,17 @@ export class ServiceImages extends pulumi.ComponentResource {
   }
 
   private build(name: string, service: ServiceName, args: ServiceImagesArgs): DeployableImage {
+    const prebuilt = args.prebuilt[service];
+    if (prebuilt !== undefined) {
+      // Pulled like any image: from a registry, or already on the nodes (loaded by the user).
+      return {
+        ref: pulumi.output(prebuilt),
+        pullPolicy: "IfNotPresent",
+        digest: pulumi.output(/@(sha256:[0-9a-f]{64})$/.exec(prebuilt)?.[1] ?? ""),
+        // A given tag is the user's choice; checkov's digest finding stays visible for it.
+        acceptedFindings: [],
+      };
+    }
     const source = serviceBuilds[service];
     const { destination } = args;
     const build = {
@@ -91,7 +117,12 @@ export class ServiceImages extends pulumi.ComponentResource {
         { parent: this },
       );
       // repoDigest of a pushed image is `<repository>@sha256:<manifest digest>`: pullable and unique.
-      return { ref: image.repoDigest, pullPolicy: "IfNotPresent", digest: image.repoDigest };
+      return {
+        ref: image.repoDigest,
+        pullPolicy: "IfNotPresent",
+        digest: image.repoDigest,
+        acceptedFindings: [],
+      };
     }
 
     // Nothing is pushed, and then repoDigest is only the local image id (`sha256:…`), which a
@@ -124,6 +155,11 @@ export class ServiceImages extends pulumi.ComponentResource {
       // The pods must not start before the image is in the cluster.
       ref = pulumi.all([tag.targetImage, load.stdout]).apply(([target]) => target);
     }
-    return { ref, pullPolicy: "Never", digest: image.repoDigest };
+    return {
+      ref,
+      pullPolicy: "Never",
+      digest: image.repoDigest,
+      acceptedFindings: localImageFindings,
+    };
   }
 }

@@ -3,6 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { LogLevel, Resources } from "./config";
 import type { DeployableImage } from "./images";
 import {
+  acceptedFindingAnnotations,
   appLabels,
   containerResources,
   containerSecurityContext,
@@ -10,6 +11,7 @@ import {
   selectorLabels,
   tmpMount,
   tmpVolume,
+  tokenFromEnvFinding,
 } from "./pod";
 
 /** The master's container port, named `http` (docs/protocol.md). */
@@ -83,11 +85,14 @@ export class Master extends pulumi.ComponentResource {
   /** `http://<address>` of the LoadBalancer; empty until it has an address. */
   public readonly url: pulumi.Output<string>;
   public readonly serviceName: pulumi.Output<string>;
+  /** The labels that select the master's pods. */
+  public readonly podSelector: Record<string, string>;
 
   constructor(name: string, args: MasterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("taskfleet:index:Master", name, {}, opts);
     const labels = appLabels("master", name);
     const selector = selectorLabels("master", name);
+    this.podSelector = selector;
 
     // Auto-named: a token change gives the Secret a new name, which rolls the pods that read it.
     const tokens = new k8s.core.v1.Secret(
@@ -109,7 +114,14 @@ export class Master extends pulumi.ComponentResource {
     const deployment = new k8s.apps.v1.Deployment(
       `${name}`,
       {
-        metadata: { namespace: args.namespace, labels },
+        metadata: {
+          namespace: args.namespace,
+          labels,
+          annotations: acceptedFindingAnnotations([
+            tokenFromEnvFinding,
+            ...args.image.acceptedFindings,
+          ]),
+        },
         spec: {
           // The queue lives in the master's memory: a second master would split it, so exactly
           // one runs, and Recreate stops the old pod before the new one starts.

@@ -4,9 +4,34 @@ import type { Resources } from "./config";
 type Pod = k8s.types.input.core.v1.PodSecurityContext;
 type Container = k8s.types.input.core.v1.SecurityContext;
 
+/** A finding of checkov (the manifest checker CI runs on `rendered/`) that an object accepts. */
+export interface AcceptedFinding {
+  check: string;
+  reason: string;
+}
+
+/**
+ * checkov's skip annotations (`checkov.io/skip<n>: <check>=<reason>`): each accepted finding is
+ * stated, with its reason, on the object it concerns, where a reviewer sees it.
+ */
+export function acceptedFindingAnnotations(
+  findings: readonly AcceptedFinding[],
+): Record<string, string> {
+  return Object.fromEntries(
+    findings.map((finding, i) => [`checkov.io/skip${i + 1}`, `${finding.check}=${finding.reason}`]),
+  );
+}
+
+/** Accepted for both services' Deployments. */
+export const tokenFromEnvFinding: AcceptedFinding = {
+  check: "CKV_K8S_35",
+  reason:
+    "the services read their tokens from the environment; the values come from a Secret by secretKeyRef, never as plain values",
+};
+
 /** The `app.kubernetes.io/*` labels of one component; the selector uses the stable subset. */
 export function appLabels(
-  component: "master" | "worker",
+  component: "master" | "worker" | "network",
   instance: string,
 ): Record<string, string> {
   return {

@@ -8,6 +8,7 @@ import type { ClusterTarget } from "./cluster/target";
 import { projectName, type TaskfleetConfig } from "./config";
 import { ServiceImages } from "./images";
 import { Master } from "./master";
+import { NetworkPolicies } from "./network-policy";
 import { Workers } from "./workers";
 
 /** The stack's outputs, exported one by one by `infra/index.ts`. */
@@ -79,6 +80,10 @@ export function createTaskfleet(config: TaskfleetConfig): TaskfleetOutputs {
   const images = new ServiceImages("images", {
     destination: cluster.images,
     stack: config.stack,
+    prebuilt: {
+      ...(config.prebuiltImages.master ? { master: config.prebuiltImages.master } : {}),
+      ...(config.prebuiltImages.worker ? { worker: config.prebuiltImages.worker } : {}),
+    },
   });
 
   const apiToken = token("api-token", config.apiToken);
@@ -103,7 +108,7 @@ export function createTaskfleet(config: TaskfleetConfig): TaskfleetOutputs {
     { providers: [cluster.provider] },
   );
 
-  new Workers(
+  const workers = new Workers(
     "workers",
     {
       namespace: namespace.metadata.name,
@@ -117,6 +122,16 @@ export function createTaskfleet(config: TaskfleetConfig): TaskfleetOutputs {
       minReplicas: config.worker.minReplicas,
       maxReplicas: config.worker.maxReplicas,
       targetCpuUtilization: config.worker.targetCpuUtilization,
+    },
+    { providers: [cluster.provider] },
+  );
+
+  new NetworkPolicies(
+    "network",
+    {
+      namespace: namespace.metadata.name,
+      masterSelector: master.podSelector,
+      workerSelector: workers.podSelector,
     },
     { providers: [cluster.provider] },
   );

@@ -3,6 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { LogLevel, Resources } from "./config";
 import type { DeployableImage } from "./images";
 import {
+  acceptedFindingAnnotations,
   appLabels,
   containerResources,
   containerSecurityContext,
@@ -10,6 +11,7 @@ import {
   selectorLabels,
   tmpMount,
   tmpVolume,
+  tokenFromEnvFinding,
 } from "./pod";
 
 /**
@@ -67,19 +69,40 @@ export const workerScalingBehavior: k8s.types.input.autoscaling.v2.HorizontalPod
     },
   };
 
+/** checkov asks every container for probes; a worker has nothing to probe, by design. */
+const workerProbeFinding = [
+  {
+    check: "CKV_K8S_8",
+    reason:
+      "a worker serves no port; a stuck worker's leases expire on the master, which hands its tasks to another",
+  },
+  { check: "CKV_K8S_9", reason: "a worker serves no port; it takes work only when it asks for it" },
+];
+
 /** The workers: a Deployment sized by a CPU HorizontalPodAutoscaler. */
 export class Workers extends pulumi.ComponentResource {
   public readonly deploymentName: pulumi.Output<string>;
+  /** The labels that select the worker pods. */
+  public readonly podSelector: Record<string, string>;
 
   constructor(name: string, args: WorkersArgs, opts?: pulumi.ComponentResourceOptions) {
     super("taskfleet:index:Workers", name, {}, opts);
     const labels = appLabels("worker", name);
     const selector = selectorLabels("worker", name);
+    this.podSelector = selector;
 
     const deployment = new k8s.apps.v1.Deployment(
       `${name}`,
       {
-        metadata: { namespace: args.namespace, labels },
+        metadata: {
+          namespace: args.namespace,
+          labels,
+          annotations: acceptedFindingAnnotations([
+            tokenFromEnvFinding,
+            ...workerProbeFinding,
+            ...args.image.acceptedFindings,
+          ]),
+        },
         spec: {
           // No replicas: the autoscaler owns the count, and a value here would reset it on every update.
           selector: { matchLabels: selector },

@@ -139,6 +139,8 @@ export class GkeCluster extends pulumi.ComponentResource implements ClusterTarge
         releaseChannel: { channel: gke.releaseChannel },
         workloadIdentityConfig: { workloadPool: `${gke.project}.svc.id.goog` },
         networkingMode: "VPC_NATIVE",
+        // Dataplane V2 enforces the stack's NetworkPolicies (without it GKE accepts and ignores them).
+        datapathProvider: "ADVANCED_DATAPATH",
         // Empty: GKE picks the secondary ranges for pods and services.
         ipAllocationPolicy: {},
         enableShieldedNodes: true,

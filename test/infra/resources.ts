@@ -1,5 +1,6 @@
 import { Deployment } from "kubernetes-models/apps/v1";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
+import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { Namespace, Secret, Service } from "kubernetes-models/v1";
 import type { RecordedResource, StackEvaluation } from "./harness";
@@ -50,6 +51,7 @@ export const kubernetesModels: Record<string, Validate> = {
   "kubernetes:apps/v1:Deployment": model(Deployment),
   "kubernetes:autoscaling/v2:HorizontalPodAutoscaler": model(HorizontalPodAutoscaler),
   "kubernetes:policy/v1:PodDisruptionBudget": model(PodDisruptionBudget),
+  "kubernetes:networking.k8s.io/v1:NetworkPolicy": model(NetworkPolicy),
 };
 
 // Loose views of the recorded inputs, for reading them in tests.

@@ -221,6 +221,35 @@ for (const stack of stacks) {
       }
     });
 
+    it("lets in only clients to the master's port, and out only workers to the master and DNS", () => {
+      const policies = resourcesOfType(
+        evaluation,
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+      ).map(inputs);
+      const denyAll = policies.find((p: Json) => Object.keys(p.spec.podSelector).length === 0);
+      assert.deepEqual(denyAll?.spec.policyTypes, ["Ingress", "Egress"]);
+      const masterPods = master.spec.template.metadata.labels;
+      const workerPods = workers.spec.template.metadata.labels;
+      const selects = (p: Json, pod: Record<string, string>) =>
+        Object.entries(p.spec.podSelector.matchLabels ?? {}).every(([k, v]) => pod[k] === v);
+      const rules = (pod: Record<string, string>, kind: "ingress" | "egress") =>
+        policies.filter((p: Json) => selects(p, pod)).flatMap((p: Json) => p.spec[kind] ?? []);
+      const port = onlyContainer(master).ports[0].containerPort;
+      assert.deepEqual(rules(masterPods, "ingress"), [{ ports: [{ protocol: "TCP", port }] }]);
+      assert.deepEqual(rules(masterPods, "egress"), []);
+      assert.deepEqual(rules(workerPods, "ingress"), []);
+      const egress = rules(workerPods, "egress");
+      assert.equal(egress.length, 2);
+      assert.deepEqual(egress[0].to, [
+        { podSelector: { matchLabels: master.spec.selector.matchLabels } },
+      ]);
+      assert.deepEqual(egress[0].ports, [{ protocol: "TCP", port }]);
+      assert.deepEqual(
+        egress[1].ports.map((p: Json) => p.port),
+        [53, 53],
+      );
+    });
+
     it("opens the master's load balancer to the configured sources only", () => {
       const service = inputs(findResource(evaluation, Service, "master"));
       const ranges = config.allowedSourceRanges;
@@ -356,6 +385,8 @@ for (const stack of stacks) {
           workloadPool: `${gke.project}.svc.id.goog`,
         });
         assert.equal(cluster.networkingMode, "VPC_NATIVE");
+        // The stack's NetworkPolicies are enforced, not just accepted.
+        assert.equal(cluster.datapathProvider, "ADVANCED_DATAPATH");
         assert.ok(cluster.ipAllocationPolicy);
         assert.equal(cluster.enableShieldedNodes, true);
         assert.equal(cluster.deletionProtection, gke.deletionProtection);

@@ -1,0 +1,83 @@
+import * as k8s from "@pulumi/kubernetes";
+import * as pulumi from "@pulumi/pulumi";
+import { masterPort } from "./master";
+import { appLabels } from "./pod";
+
+export interface NetworkPoliciesArgs {
+  /** The namespace whose traffic the policies govern. */
+  namespace: pulumi.Input<string>;
+  /** Selector labels of the master pods. */
+  masterSelector: Record<string, string>;
+  /** Selector labels of the worker pods. */
+  workerSelector: Record<string, string>;
+}
+
+/**
+ * What may talk to what in the stack's namespace: nothing, except clients (through the load
+ * balancer) to the master's port, and workers to the master and to the cluster's DNS. A pod that
+ * is compromised cannot reach anything else in or out of the cluster.
+ */
+export class NetworkPolicies extends pulumi.ComponentResource {
+  constructor(name: string, args: NetworkPoliciesArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("taskfleet:index:NetworkPolicies", name, {}, opts);
+    const labels = appLabels("network", name);
+    const metadata = { namespace: args.namespace, labels };
+
+    // Every pod of the namespace, in and out: whatever the policies below do not allow is refused.
+    new k8s.networking.v1.NetworkPolicy(
+      `${name}-default-deny`,
+      { metadata, spec: { podSelector: {}, policyTypes: ["Ingress", "Egress"] } },
+      { parent: this },
+    );
+
+    // Clients arrive through the load balancer from addresses that cannot be listed here; the
+    // Service's allowedSourceRanges restricts them at the load balancer.
+    new k8s.networking.v1.NetworkPolicy(
+      `${name}-master-ingress`,
+      {
+        metadata,
+        spec: {
+          podSelector: { matchLabels: args.masterSelector },
+          policyTypes: ["Ingress"],
+          ingress: [{ ports: [{ protocol: "TCP", port: masterPort }] }],
+        },
+      },
+      { parent: this },
+    );
+
+    new k8s.networking.v1.NetworkPolicy(
+      `${name}-worker-egress`,
+      {
+        metadata,
+        spec: {
+          podSelector: { matchLabels: args.workerSelector },
+          policyTypes: ["Egress"],
+          egress: [
+            // The master, by its pods: a Service's traffic is matched after it reaches a pod.
+            {
+              to: [{ podSelector: { matchLabels: args.masterSelector } }],
+              ports: [{ protocol: "TCP", port: masterPort }],
+            },
+            // The master Service's name, resolved by the cluster DNS.
+            {
+              to: [
+                {
+                  namespaceSelector: {
+                    matchLabels: { "kubernetes.io/metadata.name": "kube-system" },
+                  },
+                },
+              ],
+              ports: [
+                { protocol: "UDP", port: 53 },
+                { protocol: "TCP", port: 53 },
+              ],
+            },
+          ],
+        },
+      },
+      { parent: this },
+    );
+
+    this.registerOutputs({});
+  }
+}
