@@ -52,13 +52,16 @@ describe("npm run render", () => {
     assert.deepEqual([...again.entries()], [...baseline.entries()]);
   });
 
-  test("lists Kubernetes objects in apply order: namespace first, autoscaler last", () => {
+  test("lists Kubernetes objects in apply order: namespace and network policies first, autoscaler last", () => {
     const kinds = [...(baseline.get("prod/kubernetes.yaml") ?? "").matchAll(/^kind: (\w+)$/gm)].map(
       (m) => m[1],
     );
     assert.deepEqual(kinds, [
       "Namespace",
       "Secret",
+      "NetworkPolicy",
+      "NetworkPolicy",
+      "NetworkPolicy",
       "Deployment",
       "Deployment",
       "Service",
