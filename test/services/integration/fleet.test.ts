@@ -72,10 +72,13 @@ describe("a master with real worker processes", { timeout: 150_000 }, () => {
   });
 
   it("finishes the tasks of a worker killed with SIGKILL on another worker, none lost or doubled", async () => {
+    const sleepMs = 3000;
     const f = await fleet();
     const doomed = await f.addWorker({ CONCURRENCY: "2" });
+    // Long enough that the doomed worker cannot finish its two before it is killed, even when a
+    // busy machine takes a second or more to start the survivor.
     const ids = await f.submit(
-      Array.from({ length: 6 }, (_, i) => ({ type: "sleep", payload: { ms: 800 + i } })),
+      Array.from({ length: 6 }, (_, i) => ({ type: "sleep", payload: { ms: sleepMs + i } })),
     );
     await until(async () => (await f.stats()).running === 2, 5000);
     const held = [];
@@ -85,12 +88,12 @@ describe("a master with real worker processes", { timeout: 150_000 }, () => {
     const survivor = await f.addWorker({ CONCURRENCY: "2" });
     doomed.child.kill("SIGKILL");
     assert.equal(await doomed.exited, 128 + 9);
-    await f.waitForFinished(6, 20_000);
+    await f.waitForFinished(6, 30_000);
 
     for (const [i, id] of ids.entries()) {
       const task = await f.task(id);
       assert.equal(task.status, "succeeded");
-      assert.deepEqual(task.result, { slept: 800 + i });
+      assert.deepEqual(task.result, { slept: sleepMs + i });
       // The killed worker's attempt counts once its lease expires; nothing else ran twice.
       assert.equal(task.attempts, held.includes(id) ? 2 : 1, `task ${i}`);
     }
