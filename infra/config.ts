@@ -27,6 +27,28 @@ export interface ConfigKeySpec {
   secret?: boolean;
 }
 
+const mebibyte = 2 ** 20;
+
+/**
+ * What a worker pod holds at most, measured on the built worker (RSS at concurrency 4 and 16): the
+ * process itself, one handler thread per concurrency slot, and the results waiting to be sent
+ * (passed to the worker as RESULT_BUFFER_BYTES, so the pod gets the value this assumes).
+ */
+export const workerMemory = {
+  processBytes: 96 * mebibyte,
+  perSlotBytes: 24 * mebibyte,
+  resultBufferBytes: 16 * mebibyte,
+} as const;
+
+/** The least memory limit a worker pod with `concurrency` slots can run under without an OOM kill. */
+export function workerMemoryFloor(concurrency: number): number {
+  return (
+    workerMemory.processBytes +
+    workerMemory.perSlotBytes * concurrency +
+    workerMemory.resultBufferBytes
+  );
+}
+
 /**
  * Every `taskfleet:` key the program reads. Tests hold `Pulumi.yaml` and `docs/infra.md` to this
  * table, so a default cannot drift between code, project file and docs.
@@ -125,7 +147,11 @@ export const configSpec = {
   },
   workerCpuLimit: { type: "string", default: "1", description: "Worker CPU limit." },
   workerMemoryRequest: { type: "string", default: "128Mi", description: "Worker memory request." },
-  workerMemoryLimit: { type: "string", default: "256Mi", description: "Worker memory limit." },
+  workerMemoryLimit: {
+    type: "string",
+    default: "256Mi",
+    description: `Worker memory limit; at least ${(workerMemory.processBytes + workerMemory.resultBufferBytes) / mebibyte}Mi plus ${workerMemory.perSlotBytes / mebibyte}Mi per workerConcurrency slot (each task runs in a thread of its own).`,
+  },
   workerMinReplicas: {
     type: "integer",
     default: 1,
@@ -490,6 +516,17 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
     }
   }
 
+  const workerResources = readResources(read, "worker");
+  const concurrency = read.integer("workerConcurrency", 1, 256);
+  const floor = workerMemoryFloor(concurrency);
+  if (parseMemory(workerResources.memoryLimit) < floor) {
+    throw invalid(
+      "workerMemoryLimit",
+      workerResources.memoryLimit,
+      `must be at least ${Math.ceil(floor / mebibyte)}Mi for taskfleet:workerConcurrency ${concurrency} (${workerMemory.processBytes / mebibyte}Mi for the process, ${workerMemory.perSlotBytes / mebibyte}Mi per handler thread, ${workerMemory.resultBufferBytes / mebibyte}Mi of results); raise it or lower the concurrency`,
+    );
+  }
+
   return Object.freeze({
     stack: raw.stack,
     cluster,
@@ -510,11 +547,11 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
     logLevel: read.oneOf("logLevel", logLevels),
     master: { resources: readResources(read, "master") },
     worker: {
-      resources: readResources(read, "worker"),
+      resources: workerResources,
       minReplicas,
       maxReplicas,
       targetCpuUtilization: read.integer("workerTargetCpuUtilization", 1, 100),
-      concurrency: read.integer("workerConcurrency", 1, 256),
+      concurrency,
       shutdownGraceSeconds: read.integer("workerShutdownGraceSeconds", 0, 3600),
     },
     gke: cluster === "gke" ? validateGke(raw, read) : undefined,

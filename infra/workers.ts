@@ -1,6 +1,6 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import type { LogLevel, Resources } from "./config";
+import { type LogLevel, type Resources, workerMemory } from "./config";
 import type { DeployableImage } from "./images";
 import {
   acceptedFindingAnnotations,
@@ -132,6 +132,11 @@ export class Workers extends pulumi.ComponentResource {
                       },
                     },
                     { name: "CONCURRENCY", value: String(args.concurrency) },
+                    // The share of the pod's memory limit that workerMemoryFloor sets aside.
+                    {
+                      name: "RESULT_BUFFER_BYTES",
+                      value: String(workerMemory.resultBufferBytes),
+                    },
                     { name: "SHUTDOWN_GRACE_SECONDS", value: String(args.shutdownGraceSeconds) },
                     { name: "LOG_LEVEL", value: args.logLevel },
                   ],

@@ -137,6 +137,11 @@ const rejected: [string, Record<string, string>, string][] = [
     'Invalid config taskfleet:imageLoadCommand = "minikube image load": only used when taskfleet:cluster is existing (it is gke); unset it or change the cluster.',
   ],
   [
+    "a worker memory limit too small for its handler threads",
+    { "taskfleet:workerConcurrency": "16", "taskfleet:workerMemoryLimit": "256Mi" },
+    'Invalid config taskfleet:workerMemoryLimit = "256Mi": must be at least 496Mi for taskfleet:workerConcurrency 16 (96Mi for the process, 24Mi per handler thread, 16Mi of results); raise it or lower the concurrency.',
+  ],
+  [
     "an internal load balancer on a local cluster",
     { "taskfleet:internalLoadBalancer": "true" },
     'Invalid config taskfleet:internalLoadBalancer = "true": only used when taskfleet:cluster is gke (it is kind); unset it or change the cluster.',
