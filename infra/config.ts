@@ -40,6 +40,25 @@ export const workerMemory = {
   resultBufferBytes: 16 * mebibyte,
 } as const;
 
+/**
+ * How the master's memory limit is shared, measured on a real master filled to its budget: V8's
+ * heap is capped below the limit (without the cap Node sizes its heap from the container and
+ * garbage alone grows past it), and the heap holds the task budget plus room for the requests
+ * being parsed.
+ */
+export const masterMemory = {
+  outsideHeapBytes: 128 * mebibyte,
+  parsingHeadroomBytes: 160 * mebibyte,
+  /** The least budget worth running with: a few full-size tasks. */
+  minBudgetBytes: 32 * mebibyte,
+} as const;
+
+/** The master's heap cap and task budget, derived from its pod's memory limit. */
+export function masterMemoryShares(limitBytes: number): { heapBytes: number; budgetBytes: number } {
+  const heapBytes = limitBytes - masterMemory.outsideHeapBytes;
+  return { heapBytes, budgetBytes: heapBytes - masterMemory.parsingHeadroomBytes };
+}
+
 /** The least memory limit a worker pod with `concurrency` slots can run under without an OOM kill. */
 export function workerMemoryFloor(concurrency: number): number {
   return (
@@ -139,7 +158,11 @@ export const configSpec = {
   masterCpuRequest: { type: "string", default: "100m", description: "Master CPU request." },
   masterCpuLimit: { type: "string", default: "1", description: "Master CPU limit." },
   masterMemoryRequest: { type: "string", default: "128Mi", description: "Master memory request." },
-  masterMemoryLimit: { type: "string", default: "512Mi", description: "Master memory limit." },
+  masterMemoryLimit: {
+    type: "string",
+    default: "512Mi",
+    description: `Master memory limit; at least ${(masterMemory.outsideHeapBytes + masterMemory.parsingHeadroomBytes + masterMemory.minBudgetBytes) / mebibyte}Mi. Its heap is capped ${masterMemory.outsideHeapBytes / mebibyte}Mi below it, and the tasks it keeps (queued payloads, retained results) may use the heap less ${masterMemory.parsingHeadroomBytes / mebibyte}Mi; past that, the oldest results are dropped, then submits answer 503.`,
+  },
   workerCpuRequest: {
     type: "string",
     default: "250m",
@@ -516,6 +539,16 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
     }
   }
 
+  const masterResources = readResources(read, "master");
+  const masterFloor =
+    masterMemory.outsideHeapBytes + masterMemory.parsingHeadroomBytes + masterMemory.minBudgetBytes;
+  if (parseMemory(masterResources.memoryLimit) < masterFloor) {
+    throw invalid(
+      "masterMemoryLimit",
+      masterResources.memoryLimit,
+      `must be at least ${masterFloor / mebibyte}Mi (${masterMemory.outsideHeapBytes / mebibyte}Mi outside the heap, ${masterMemory.parsingHeadroomBytes / mebibyte}Mi for requests being parsed, ${masterMemory.minBudgetBytes / mebibyte}Mi of tasks)`,
+    );
+  }
   const workerResources = readResources(read, "worker");
   const concurrency = read.integer("workerConcurrency", 1, 256);
   const floor = workerMemoryFloor(concurrency);
@@ -545,7 +578,7 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
     maxAttempts: read.integer("maxAttempts", 1, 100),
     resultTtlSeconds: read.integer("resultTtlSeconds", 1, 2592000),
     logLevel: read.oneOf("logLevel", logLevels),
-    master: { resources: readResources(read, "master") },
+    master: { resources: masterResources },
     worker: {
       resources: workerResources,
       minReplicas,

@@ -1,6 +1,6 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import type { LogLevel, Resources } from "./config";
+import { type LogLevel, masterMemoryShares, parseMemory, type Resources } from "./config";
 import type { DeployableImage } from "./images";
 import {
   acceptedFindingAnnotations,
@@ -92,6 +92,7 @@ export class Master extends pulumi.ComponentResource {
     super("taskfleet:index:Master", name, {}, opts);
     const labels = appLabels("master", name);
     const selector = selectorLabels("master", name);
+    const memory = masterMemoryShares(parseMemory(args.resources.memoryLimit));
     this.podSelector = selector;
 
     // Auto-named: a token change gives the Secret a new name, which rolls the pods that read it.
@@ -150,6 +151,13 @@ export class Master extends pulumi.ComponentResource {
                     { name: "LEASE_SECONDS", value: String(args.leaseSeconds) },
                     { name: "MAX_ATTEMPTS", value: String(args.maxAttempts) },
                     { name: "RESULT_TTL_SECONDS", value: String(args.resultTtlSeconds) },
+                    // The heap and the task budget are shares of the pod's memory limit, so the
+                    // master refuses work (503) before the kernel would kill it.
+                    { name: "MEMORY_BUDGET_BYTES", value: String(memory.budgetBytes) },
+                    {
+                      name: "NODE_OPTIONS",
+                      value: `--max-old-space-size=${Math.floor(memory.heapBytes / 2 ** 20)}`,
+                    },
                     { name: "LOG_LEVEL", value: args.logLevel },
                   ],
                   readinessProbe: {

@@ -10,6 +10,9 @@ import {
  * `npm run master` / `npm run worker`: builds the service if its sources changed, then runs it
  * in the foreground with this environment, passing SIGINT and SIGTERM on once so it shuts down as
  * it would in a pod (a second Ctrl+C a moment later kills it), and exiting with its exit code.
+ * package.json runs it as `exec node --import tsx`: `exec`, because dash turns an interrupted
+ * script into exit 130; not the tsx CLI, whose signal relay SIGKILLs a child that does not
+ * acknowledge a signal within 30 ms (on a busy machine), orphaning the service.
  */
 async function main(): Promise<number> {
   const service = process.argv[2];

@@ -137,6 +137,11 @@ const rejected: [string, Record<string, string>, string][] = [
     'Invalid config taskfleet:imageLoadCommand = "minikube image load": only used when taskfleet:cluster is existing (it is gke); unset it or change the cluster.',
   ],
   [
+    "a master memory limit with no room for tasks",
+    { "taskfleet:masterMemoryLimit": "256Mi", "taskfleet:masterMemoryRequest": "128Mi" },
+    'Invalid config taskfleet:masterMemoryLimit = "256Mi": must be at least 320Mi (128Mi outside the heap, 160Mi for requests being parsed, 32Mi of tasks).',
+  ],
+  [
     "a worker memory limit too small for its handler threads",
     { "taskfleet:workerConcurrency": "16", "taskfleet:workerMemoryLimit": "256Mi" },
     'Invalid config taskfleet:workerMemoryLimit = "256Mi": must be at least 496Mi for taskfleet:workerConcurrency 16 (96Mi for the process, 24Mi per handler thread, 16Mi of results); raise it or lower the concurrency.',

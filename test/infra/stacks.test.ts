@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import { kindCreateScript } from "../../infra/cluster/kind";
-import { type TaskfleetConfig, validateConfig } from "../../infra/config";
+import { parseMemory, type TaskfleetConfig, validateConfig } from "../../infra/config";
 import {
   evaluateStack,
   isSecretOutput,
@@ -172,6 +172,14 @@ for (const stack of stacks) {
       assert.equal(envOf(container, "MAX_ATTEMPTS").value, String(config.maxAttempts));
       assert.equal(envOf(container, "RESULT_TTL_SECONDS").value, String(config.resultTtlSeconds));
       assert.equal(envOf(container, "LOG_LEVEL").value, config.logLevel);
+      // Heap cap and task budget are shares of the memory limit: the master refuses work first.
+      const limit = parseMemory(config.master.resources.memoryLimit);
+      const heapMiB = Number(
+        /^--max-old-space-size=(\d+)$/.exec(envOf(container, "NODE_OPTIONS").value)?.[1],
+      );
+      const budget = Number(envOf(container, "MEMORY_BUDGET_BYTES").value);
+      assert.ok(heapMiB * 2 ** 20 < limit, "the heap is capped below the pod's limit");
+      assert.ok(budget > 0 && budget < heapMiB * 2 ** 20, "the task budget fits in the heap");
       // The service listens on loopback only when it has no API token; a pod must be reachable.
       assert.equal(envOf(container, "HOST").value, "0.0.0.0");
     });

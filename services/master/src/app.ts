@@ -1,8 +1,17 @@
 import { hostname } from "node:os";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
+import { requireBearer } from "./auth.js";
 import type { MasterConfig } from "./config.js";
-import { errorBody, formatSchemaError, handleError } from "./http-errors.js";
+import { errorBody, formatSchemaError, handleClientError, handleError } from "./http-errors.js";
 import { parseJsonBody } from "./json-body.js";
+import {
+  completeBodyLimitBytes,
+  KEEP_ALIVE_TIMEOUT_MS,
+  leaseResponseMaxBytes,
+  maxPayloadBytes,
+  SOCKET_IDLE_TIMEOUT_MS,
+  TIMEOUT_CHECK_INTERVAL_MS,
+} from "./limits.js";
 import { createMetrics } from "./metrics.js";
 import { healthRoutes } from "./routes/health.js";
 import { taskRoutes } from "./routes/tasks.js";
@@ -17,7 +26,13 @@ declare module "fastify" {
   }
 }
 
-export type AppConfig = Omit<MasterConfig, "port" | "host" | "shutdownGraceSeconds">;
+export type AppConfig = Omit<
+  MasterConfig,
+  "port" | "host" | "shutdownGraceSeconds" | "shutdownDrainSeconds"
+>;
+
+/** Answers sent while the master drains carry this header (docs/api.md, "Shutdown"). */
+export const DRAINING_HEADER = "taskfleet-draining";
 
 export interface AppOptions {
   config: AppConfig;
@@ -44,6 +59,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
       resultTtlSeconds: config.resultTtlSeconds,
       resultMaxCount: config.resultMaxCount,
       retryBackoffMs: config.retryBackoffMs,
+      memoryBudgetBytes: config.memoryBudgetBytes,
+      leaseMaxBytes: leaseResponseMaxBytes(config.bodyLimitBytes),
       observer: metrics.observer,
     });
   metrics.setStatsSource(() => store.stats());
@@ -60,7 +77,19 @@ export function buildApp(options: AppOptions): FastifyInstance {
     // is built for; failures are still logged by the error handler.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
+    // A client that sends slowly, or not at all, must not hold a connection (and the part of a
+    // body it has sent) for ever: Fastify turns Node's request timeout off unless told, and Node
+    // checks timeouts only every 30 s. A long poll is not affected: it has arrived whole and then
+    // waits (only the idle timeout, past the longest wait, applies to it).
+    requestTimeout: config.requestTimeoutSeconds * 1000,
+    connectionTimeout: SOCKET_IDLE_TIMEOUT_MS,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    http: {
+      headersTimeout: config.headersTimeoutSeconds * 1000,
+      connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+    },
     schemaErrorFormatter: formatSchemaError,
+    clientErrorHandler: handleClientError,
     ajv: {
       // Wrong types are errors, not something to coerce; unknown properties are errors, not
       // something to drop silently.
@@ -68,6 +97,9 @@ export function buildApp(options: AppOptions): FastifyInstance {
     },
   });
   app.decorate("taskStore", store);
+  // Past this many open sockets new ones are closed at once: a flood of connections costs
+  // the master a bounded amount of memory instead of all of it.
+  app.server.maxConnections = config.maxConnections;
 
   // Only JSON is accepted. The parser is our own so that a syntax error says where it is.
   app.removeAllContentTypeParsers();
@@ -77,7 +109,28 @@ export function buildApp(options: AppOptions): FastifyInstance {
     else done(null, parsed.value);
   });
 
-  app.setErrorHandler(handleError(config.bodyLimitBytes));
+  app.setErrorHandler(handleError);
+  // Fastify reads and parses the body of a request to an unknown route before its not-found
+  // handler runs; this hook answers first, so such a request costs its headers and no more.
+  // Under /v1 and /worker the token is checked first, as on the real routes, so that a client
+  // without one learns nothing about which routes exist.
+  const apiAuth = config.apiToken === undefined ? undefined : requireBearer(config.apiToken);
+  const workerAuth = requireBearer(config.workerToken);
+  app.addHook("onRequest", async (request, reply) => {
+    if (!request.is404) return;
+    const path = request.url.split("?", 1)[0] as string;
+    const auth =
+      path === "/v1" || path.startsWith("/v1/")
+        ? apiAuth
+        : path === "/worker" || path.startsWith("/worker/")
+          ? workerAuth
+          : undefined;
+    if (auth !== undefined) {
+      await auth(request, reply);
+      if (reply.sent) return reply;
+    }
+    return reply.code(404).send(errorBody(404, `no route for ${request.method} ${path}`));
+  });
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split("?", 1)[0];
     reply.code(404).send(errorBody(404, `no route for ${request.method} ${path}`));
@@ -96,11 +149,25 @@ export function buildApp(options: AppOptions): FastifyInstance {
     done();
   });
 
-  // While draining, each answer closes its connection: a connection that is busy when the
-  // server starts closing would otherwise sit idle on keep-alive and hold the exit until the
-  // grace period runs out.
-  app.addHook("onSend", (_request, reply, payload, done) => {
-    if (store.draining) reply.header("connection", "close");
+  app.addHook("onSend", (request, reply, payload, done) => {
+    // While draining, each answer closes its connection: a connection that is busy when the
+    // server starts closing would otherwise sit idle on keep-alive and hold the exit until the
+    // grace period runs out. The second header tells a client whose long poll was cut short
+    // that the task is not finished and the master is going away.
+    if (store.draining) {
+      reply.header("connection", "close");
+      reply.header(DRAINING_HEADER, "true");
+    }
+    // An answer sent before the body was read (401, 404): Node then reads the rest of the body
+    // and drops it, to keep the connection for the next request. Up to the body limit that is
+    // cheap and lets the client read the answer; past it (or for a length not declared) the
+    // connection is closed instead, though a client still sending may then see a reset.
+    const unread = request.raw.complete === false;
+    const chunked = request.headers["transfer-encoding"] !== undefined;
+    const declared = Number(request.headers["content-length"] ?? 0);
+    if (unread && (chunked || declared > config.bodyLimitBytes)) {
+      reply.header("connection", "close");
+    }
     done(null, payload);
   });
 
@@ -111,8 +178,15 @@ export function buildApp(options: AppOptions): FastifyInstance {
     apiToken: config.apiToken,
     defaultMaxAttempts: config.maxAttempts,
     defaultTimeoutSeconds: config.taskTimeoutSeconds,
+    maxPayloadBytes: maxPayloadBytes(config.bodyLimitBytes),
   });
-  app.register(workerRoutes, { prefix: "/worker/v1", store, workerToken: config.workerToken });
+  app.register(workerRoutes, {
+    prefix: "/worker/v1",
+    store,
+    workerToken: config.workerToken,
+    maxResultBytes: maxPayloadBytes(config.bodyLimitBytes),
+    completeBodyLimitBytes: completeBodyLimitBytes(config.bodyLimitBytes),
+  });
 
   app.addHook("onClose", async () => {
     await store.close();

@@ -16,7 +16,17 @@ export interface MasterConfig {
   resultMaxCount: number;
   retryBackoffMs: number;
   bodyLimitBytes: number;
+  /** What the tasks held may take, as estimated heap bytes (see `StoreStats.budgetUsedBytes`). */
+  memoryBudgetBytes: number;
+  /** A request must arrive whole (headers and body) within this. */
+  requestTimeoutSeconds: number;
+  /** A request's headers must arrive within this. */
+  headersTimeoutSeconds: number;
+  /** Open connections at most; more are closed as they arrive. */
+  maxConnections: number;
   shutdownGraceSeconds: number;
+  /** After SIGTERM, how long the port stays open answering 503 before it closes. */
+  shutdownDrainSeconds: number;
   logLevel: LogLevel;
 }
 
@@ -98,8 +108,14 @@ const envSchema = z.object({
   RESULT_TTL_SECONDS: integer("RESULT_TTL_SECONDS", 1, 2592000, 3600),
   RESULT_MAX_COUNT: integer("RESULT_MAX_COUNT", 1, Number.MAX_SAFE_INTEGER, 100000),
   RETRY_BACKOFF_MS: integer("RETRY_BACKOFF_MS", 0, 600000, 1000),
-  BODY_LIMIT_BYTES: integer("BODY_LIMIT_BYTES", 1024, Number.MAX_SAFE_INTEGER, 1048576),
+  // At least twice the room kept for a result's envelope, so that payloads of 4 KB fit.
+  BODY_LIMIT_BYTES: integer("BODY_LIMIT_BYTES", 8192, Number.MAX_SAFE_INTEGER, 1048576),
+  MEMORY_BUDGET_BYTES: integer("MEMORY_BUDGET_BYTES", 8192, Number.MAX_SAFE_INTEGER, 268435456),
+  REQUEST_TIMEOUT_SECONDS: integer("REQUEST_TIMEOUT_SECONDS", 1, 3600, 30),
+  HEADERS_TIMEOUT_SECONDS: integer("HEADERS_TIMEOUT_SECONDS", 1, 3600, 10),
+  MAX_CONNECTIONS: integer("MAX_CONNECTIONS", 1, 1000000, 1024),
   SHUTDOWN_GRACE_SECONDS: integer("SHUTDOWN_GRACE_SECONDS", 0, 3600, 25),
+  SHUTDOWN_DRAIN_SECONDS: integer("SHUTDOWN_DRAIN_SECONDS", 0, 3600, 5),
   LOG_LEVEL: z
     .string()
     .optional()
@@ -126,6 +142,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): MasterConfig {
     throw new ConfigError(parsed.error.issues.map((issue) => issue.message));
   }
   const e = parsed.data;
+  // Settings that are each valid but do not fit together; Node refuses to start a server whose
+  // header timeout is longer than its request timeout.
+  const conflicts: string[] = [];
+  if (e.HEADERS_TIMEOUT_SECONDS > e.REQUEST_TIMEOUT_SECONDS) {
+    conflicts.push(
+      `HEADERS_TIMEOUT_SECONDS (${e.HEADERS_TIMEOUT_SECONDS}) must not be larger than REQUEST_TIMEOUT_SECONDS (${e.REQUEST_TIMEOUT_SECONDS})`,
+    );
+  }
+  if (e.MEMORY_BUDGET_BYTES < e.BODY_LIMIT_BYTES) {
+    conflicts.push(
+      `MEMORY_BUDGET_BYTES (${e.MEMORY_BUDGET_BYTES}) must be at least BODY_LIMIT_BYTES (${e.BODY_LIMIT_BYTES}), or a task of the largest size could never be queued`,
+    );
+  }
+  if (conflicts.length > 0) throw new ConfigError(conflicts);
   return {
     port: e.PORT,
     // Without an API token anyone who reaches the port can submit tasks: listen on every
@@ -141,7 +171,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): MasterConfig {
     resultMaxCount: e.RESULT_MAX_COUNT,
     retryBackoffMs: e.RETRY_BACKOFF_MS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    memoryBudgetBytes: e.MEMORY_BUDGET_BYTES,
+    requestTimeoutSeconds: e.REQUEST_TIMEOUT_SECONDS,
+    headersTimeoutSeconds: e.HEADERS_TIMEOUT_SECONDS,
+    maxConnections: e.MAX_CONNECTIONS,
     shutdownGraceSeconds: e.SHUTDOWN_GRACE_SECONDS,
+    // The whole shutdown fits the grace period, so the drain is cut to it.
+    shutdownDrainSeconds: Math.min(e.SHUTDOWN_DRAIN_SECONDS, e.SHUTDOWN_GRACE_SECONDS),
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -70,6 +70,14 @@ export function createMetrics(): MasterMetrics {
       if (statsSource !== undefined) this.set((await statsSource()).activeWorkers);
     },
   });
+  new Gauge({
+    name: "taskfleet_memory_budget_used_bytes",
+    help: "What the tasks held count against MEMORY_BUDGET_BYTES (estimated heap bytes).",
+    registers,
+    async collect() {
+      if (statsSource !== undefined) this.set((await statsSource()).budgetUsedBytes);
+    },
+  });
   const httpDuration = new Histogram({
     name: "taskfleet_http_request_duration_seconds",
     help: "HTTP request duration by route (the route pattern, not the path).",

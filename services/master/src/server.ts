@@ -1,5 +1,7 @@
+import { getHeapStatistics } from "node:v8";
 import { buildApp } from "./app.js";
 import { ConfigError, loadConfig, type MasterConfig } from "./config.js";
+import { HEAP_HEADROOM_BYTES } from "./limits.js";
 
 /**
  * The master process: configuration from the environment, the app on a socket, and a shutdown
@@ -26,7 +28,14 @@ async function main(): Promise<void> {
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    app.log.info({ signal, graceSeconds: config.shutdownGraceSeconds }, "draining");
+    app.log.info(
+      {
+        signal,
+        graceSeconds: config.shutdownGraceSeconds,
+        drainSeconds: config.shutdownDrainSeconds,
+      },
+      "draining",
+    );
     app.taskStore.drain();
     const deadline = setTimeout(() => {
       app.log.warn("grace period over; closing the remaining connections");
@@ -34,6 +43,10 @@ async function main(): Promise<void> {
       process.exit(0);
     }, config.shutdownGraceSeconds * 1000);
     deadline.unref();
+    // The port stays open a while, answering 503 with Retry-After (and /readyz 503), so that a
+    // client sent here before the Service stopped routing to this pod learns that the master is
+    // going away instead of being refused a connection; workers' completions still count.
+    await new Promise((resolve) => setTimeout(resolve, config.shutdownDrainSeconds * 1000));
     try {
       await app.close();
       app.log.info("stopped");
@@ -51,6 +64,16 @@ async function main(): Promise<void> {
   await app.listen({ port: config.port, host: config.host });
   const { apiToken, workerToken, ...settings } = config;
   app.log.info({ ...settings, apiAuth: apiToken !== undefined }, "master ready");
+  // V8 sizes its heap from the container's memory limit (about half of it), not from the
+  // budget: a full master would then die of a heap out of memory, taking every task with it.
+  const heapLimitBytes = getHeapStatistics().heap_size_limit;
+  const neededBytes = config.memoryBudgetBytes + HEAP_HEADROOM_BYTES;
+  if (heapLimitBytes < neededBytes) {
+    app.log.warn(
+      { heapLimitBytes, memoryBudgetBytes: config.memoryBudgetBytes, neededBytes },
+      `the V8 heap limit is below MEMORY_BUDGET_BYTES and room for requests in flight; start node with --max-old-space-size=${Math.ceil(neededBytes / 1048576)} or lower the budget`,
+    );
+  }
 }
 
 main().catch((error: unknown) => {

@@ -1,5 +1,6 @@
 import * as os from "node:os";
 import { z } from "zod";
+import { defaultMaxResultBytes } from "./protocol.js";
 
 /** The worker's settings, read once from the environment (docs/protocol.md, "Worker"). */
 export interface WorkerConfig {
@@ -13,9 +14,16 @@ export interface WorkerConfig {
   workerId: string;
   /** How long SIGTERM lets running tasks finish before they are released. */
   shutdownGraceSeconds: number;
+  /** A result whose JSON is larger fails its task instead of being sent (`MAX_RESULT_BYTES`). */
+  maxResultBytes: number;
+  /** Results not yet accepted by the master above this many bytes pause leasing. */
+  resultBufferBytes: number;
   /** pino level. */
   logLevel: LogLevel;
 }
+
+/** Default of `RESULT_BUFFER_BYTES`. */
+export const defaultResultBufferBytes = 16 * 1024 * 1024;
 
 export const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 export type LogLevel = (typeof logLevels)[number];
@@ -72,6 +80,13 @@ const envSchema = z.object({
     .refine((value) => value.trim().length > 0, "WORKER_ID must not be empty")
     .optional(),
   SHUTDOWN_GRACE_SECONDS: integer("SHUTDOWN_GRACE_SECONDS", 0, 3600).default(25),
+  // Strings of more than about 512 MiB cannot exist in V8: far above any sensible result.
+  MAX_RESULT_BYTES: integer("MAX_RESULT_BYTES", 1024, 256 * 1024 * 1024).default(
+    defaultMaxResultBytes,
+  ),
+  RESULT_BUFFER_BYTES: integer("RESULT_BUFFER_BYTES", 1024 * 1024, 1024 * 1024 * 1024).default(
+    defaultResultBufferBytes,
+  ),
   LOG_LEVEL: z
     .string()
     .default("info")
@@ -103,6 +118,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WorkerConfig {
     concurrency: values.CONCURRENCY,
     workerId: values.WORKER_ID ?? `${os.hostname()}-${process.pid}`,
     shutdownGraceSeconds: values.SHUTDOWN_GRACE_SECONDS,
+    maxResultBytes: values.MAX_RESULT_BYTES,
+    resultBufferBytes: values.RESULT_BUFFER_BYTES,
     logLevel: values.LOG_LEVEL as LogLevel,
   };
 }

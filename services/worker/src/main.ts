@@ -1,12 +1,15 @@
+import { inspect } from "node:util";
 import { ConfigError, loadConfig } from "./config.js";
 import { createLogger } from "./logger.js";
 import { MasterClient } from "./master-client.js";
-import { loadTaskRegistry } from "./tasks/registry.js";
+import { resultEnvelopeBytes } from "./protocol.js";
+import { loadTaskCatalog } from "./tasks/registry.js";
 import { Worker } from "./worker.js";
 
 /**
  * The worker process: configuration, logging, signals and exit codes. Exits 0 after a SIGTERM or
- * SIGINT shutdown, 1 on a bad environment or when the master refuses the worker's token.
+ * SIGINT shutdown, 1 on a bad environment, when the master refuses the worker's token, or after an
+ * error nothing caught (having given back the tasks it held).
  */
 async function main(): Promise<number> {
   let config: ReturnType<typeof loadConfig>;
@@ -21,13 +24,20 @@ async function main(): Promise<number> {
   }
 
   const logger = createLogger(config.logLevel, { workerId: config.workerId });
-  const registry = await loadTaskRegistry();
-  const master = new MasterClient({ masterUrl: config.masterUrl, workerToken: config.workerToken });
+  const tasks = await loadTaskCatalog();
+  const master = new MasterClient({
+    masterUrl: config.masterUrl,
+    workerToken: config.workerToken,
+    // A payload came in a request the master took, as large as a result may be at most.
+    leaseAnswerBytesPerTask: config.maxResultBytes + 2 * resultEnvelopeBytes,
+  });
   const worker = new Worker({
     master,
-    registry,
+    tasks,
     workerId: config.workerId,
     concurrency: config.concurrency,
+    maxResultBytes: config.maxResultBytes,
+    resultBufferBytes: config.resultBufferBytes,
     logger,
   });
 
@@ -44,11 +54,24 @@ async function main(): Promise<number> {
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
 
+  // Handlers run in task threads, so this is a bug of the worker's own. Its state is suspect, but
+  // the tasks it holds are not at fault: give them back (no grace, no attempt counted) rather
+  // than let their leases expire into failed attempts, then exit.
+  let crashed = false;
+  process.on("uncaughtException", (error) => {
+    logger.fatal({ err: error }, "uncaught error; giving back held tasks and exiting");
+    if (crashed) return;
+    crashed = true;
+    const exit = () => process.exit(1);
+    setTimeout(exit, 10_000).unref();
+    worker.shutdown(0).then(exit, exit);
+  });
+
   logger.info(
     {
       masterUrl: config.masterUrl,
       concurrency: config.concurrency,
-      taskTypes: [...registry.keys()],
+      taskTypes: tasks.types,
     },
     "worker started",
   );
@@ -58,6 +81,7 @@ async function main(): Promise<number> {
     return 0;
   } catch (error) {
     logger.fatal({ err: error }, "worker stopped");
+    await worker.shutdown(0);
     return 1;
   } finally {
     master.close();
@@ -66,9 +90,9 @@ async function main(): Promise<number> {
 
 const exitCode = await main().catch((error: unknown) => {
   process.stderr.write(
-    `taskfleet worker: ${error instanceof Error ? error.stack : String(error)}\n`,
+    `taskfleet worker: ${error instanceof Error ? error.stack : inspect(error)}\n`,
   );
   return 1;
 });
-// A handler that ignores its abort signal must not keep a finished worker alive.
+// A task thread or a pending request must not keep a finished worker alive.
 process.exit(exitCode);

@@ -1,49 +1,52 @@
 import * as http from "node:http";
 import * as https from "node:https";
+import {
+  type CompleteResponse,
+  type LeaseAnswer,
+  type LeasedTask,
+  type LeaseRef,
+  MasterProtocolError,
+  type ReleaseResponse,
+  type RenewResponse,
+  readCompleteAnswer,
+  readLeaseAnswer,
+  readReleaseAnswer,
+  readRenewAnswer,
+} from "./protocol.js";
 
-/** A task as the master hands it out under a lease (docs/protocol.md, "Worker routes"). */
-export interface LeasedTask {
-  id: string;
-  leaseId: string;
-  type: string;
-  payload: unknown;
-  attempt: number;
-  timeoutSeconds: number;
-}
+export type { CompleteResponse, LeaseAnswer, LeasedTask, LeaseRef, ReleaseResponse, RenewResponse };
 
-export interface LeaseRef {
-  id: string;
-  leaseId: string;
-}
-
+/**
+ * A task's outcome as the worker reports it. A success carries its result already serialized
+ * (by the task's thread), so the worker holds results as compact JSON text whose size it knows.
+ */
 export type TaskResult =
-  | { id: string; leaseId: string; ok: true; result: unknown }
+  | { id: string; leaseId: string; ok: true; resultJson: string }
   | { id: string; leaseId: string; ok: false; error: string; retryable: boolean };
 
-export interface LeaseResponse {
-  tasks: LeasedTask[];
-  leaseSeconds: number;
+/** A result as it goes on the wire: one element of `complete`'s `results`, and its size. */
+export interface EncodedResult {
+  id: string;
+  leaseId: string;
+  json: string;
+  bytes: number;
 }
 
-export interface RenewResponse {
-  renewed: string[];
-  lost: string[];
-  leaseSeconds: number;
-}
-
-export interface CompleteResponse {
-  accepted: string[];
-  rejected: { id: string; reason: string }[];
-}
-
-export interface ReleaseResponse {
-  released: string[];
+/** Serializes one result for `complete` (the wire format of docs/protocol.md is unchanged). */
+export function encodeResult(result: TaskResult): EncodedResult {
+  const head = `{"id":${JSON.stringify(result.id)},"leaseId":${JSON.stringify(result.leaseId)}`;
+  const json = result.ok
+    ? `${head},"ok":true,"result":${result.resultJson}}`
+    : `${head},"ok":false,"error":${JSON.stringify(result.error)},"retryable":${result.retryable}}`;
+  return { id: result.id, leaseId: result.leaseId, json, bytes: Buffer.byteLength(json) };
 }
 
 /** The master could not be reached or answered 5xx: worth retrying later. */
 export class MasterUnavailableError extends Error {
   override name = "MasterUnavailableError";
 }
+
+export { MasterProtocolError };
 
 /** The master refused the request (4xx): retrying the same request will not help. */
 export class MasterRejectedError extends Error {
@@ -58,15 +61,10 @@ export class MasterRejectedError extends Error {
 
 /** The operations a worker needs from the master; an interface so tests can stand in for it. */
 export interface MasterApi {
-  lease(
-    workerId: string,
-    max: number,
-    waitMs: number,
-    signal?: AbortSignal,
-  ): Promise<LeaseResponse>;
-  renew(workerId: string, leases: LeaseRef[]): Promise<RenewResponse>;
-  complete(workerId: string, results: TaskResult[]): Promise<CompleteResponse>;
-  release(workerId: string, leases: LeaseRef[]): Promise<ReleaseResponse>;
+  lease(workerId: string, max: number, waitMs: number, signal?: AbortSignal): Promise<LeaseAnswer>;
+  renew(workerId: string, leases: readonly LeaseRef[]): Promise<RenewResponse>;
+  complete(workerId: string, results: readonly EncodedResult[]): Promise<CompleteResponse>;
+  release(workerId: string, leases: readonly LeaseRef[]): Promise<ReleaseResponse>;
   close(): void;
 }
 
@@ -77,7 +75,16 @@ export interface MasterClientOptions {
   workerToken: string;
   /** A request that gets no answer within this time (beyond a long poll's wait) fails. */
   requestTimeoutMs?: number;
+  /**
+   * Largest lease answer accepted per task asked for; a larger answer is a protocol error, not
+   * something to buffer. Default: the master's default body limit (1 MiB, which bounded the
+   * payload when it was submitted) plus 8 KiB for the task's other fields.
+   */
+  leaseAnswerBytesPerTask?: number;
 }
+
+/** Renew, complete and release answers list ids the worker sent: a few MiB at the most. */
+const idListAnswerMaxBytes = 8 * 1024 * 1024;
 
 /**
  * The worker routes over Node's own HTTP client with keep-alive sockets. Measured on loopback
@@ -90,6 +97,7 @@ export class MasterClient implements MasterApi {
   private readonly transport: typeof http | typeof https;
   private readonly authorization: string;
   private readonly requestTimeoutMs: number;
+  private readonly leaseAnswerBytesPerTask: number;
 
   constructor(options: MasterClientOptions) {
     this.base = new URL(
@@ -99,32 +107,49 @@ export class MasterClient implements MasterApi {
     this.agent = new this.transport.Agent({ keepAlive: true, maxSockets: 8 });
     this.authorization = `Bearer ${options.workerToken}`;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.leaseAnswerBytesPerTask = options.leaseAnswerBytesPerTask ?? 1024 * 1024 + 8192;
   }
 
-  lease(workerId: string, max: number, waitMs: number, signal?: AbortSignal) {
-    return this.post<LeaseResponse>("lease", { workerId, max, waitMs }, waitMs, signal);
+  async lease(workerId: string, max: number, waitMs: number, signal?: AbortSignal) {
+    const body = JSON.stringify({ workerId, max, waitMs });
+    const limit = max * this.leaseAnswerBytesPerTask + 64 * 1024;
+    return readLeaseAnswer(await this.post("lease", body, limit, waitMs, signal), max);
   }
 
-  renew(workerId: string, leases: LeaseRef[]) {
-    return this.post<RenewResponse>("renew", { workerId, leases });
+  async renew(workerId: string, leases: readonly LeaseRef[]) {
+    const body = JSON.stringify({ workerId, leases });
+    return readRenewAnswer(await this.post("renew", body, idListAnswerMaxBytes));
   }
 
-  complete(workerId: string, results: TaskResult[]) {
-    return this.post<CompleteResponse>("complete", { workerId, results });
+  /** The body is put together from the results' JSON as they are held, not serialized again. */
+  async complete(workerId: string, results: readonly EncodedResult[]) {
+    let body = `{"workerId":${JSON.stringify(workerId)},"results":[`;
+    results.forEach((result, index) => {
+      body += index === 0 ? result.json : `,${result.json}`;
+    });
+    body += "]}";
+    return readCompleteAnswer(await this.post("complete", body, idListAnswerMaxBytes));
   }
 
-  release(workerId: string, leases: LeaseRef[]) {
-    return this.post<ReleaseResponse>("release", { workerId, leases });
+  async release(workerId: string, leases: readonly LeaseRef[]) {
+    const body = JSON.stringify({ workerId, leases });
+    return readReleaseAnswer(await this.post("release", body, idListAnswerMaxBytes));
   }
 
   close(): void {
     this.agent.destroy();
   }
 
-  private post<T>(route: string, body: unknown, waitMs = 0, signal?: AbortSignal): Promise<T> {
+  /** Sends `payload` (JSON text) and resolves with the parsed answer of a 2xx. */
+  private post(
+    route: string,
+    payload: string,
+    answerMaxBytes: number,
+    waitMs = 0,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
     const url = new URL(`worker/v1/${route}`, this.base);
-    const payload = JSON.stringify(body);
-    return new Promise<T>((resolve, reject) => {
+    return new Promise<unknown>((resolve, reject) => {
       if (signal?.aborted) {
         reject(signal.reason);
         return;
@@ -145,12 +170,26 @@ export class MasterClient implements MasterApi {
       });
       request.on("error", (error) => {
         if (signal?.aborted) reject(signal.reason);
-        else if (error instanceof MasterUnavailableError) reject(error);
+        else if (error instanceof MasterUnavailableError || error instanceof MasterProtocolError)
+          reject(error);
         else reject(new MasterUnavailableError(`POST /worker/v1/${route}: ${error.message}`));
       });
       request.on("response", (response) => {
         const chunks: Buffer[] = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        let received = 0;
+        response.on("data", (chunk: Buffer) => {
+          received += chunk.length;
+          if (received > answerMaxBytes) {
+            reject(
+              new MasterProtocolError(
+                `POST /worker/v1/${route}: answer larger than ${answerMaxBytes} bytes`,
+              ),
+            );
+            request.destroy();
+            return;
+          }
+          chunks.push(chunk);
+        });
         response.on("error", (error) =>
           reject(new MasterUnavailableError(`POST /worker/v1/${route}: ${error.message}`)),
         );
@@ -159,9 +198,9 @@ export class MasterClient implements MasterApi {
           const status = response.statusCode ?? 0;
           if (status >= 200 && status < 300) {
             try {
-              resolve(JSON.parse(text) as T);
+              resolve(JSON.parse(text));
             } catch {
-              reject(new MasterUnavailableError(`POST /worker/v1/${route}: answer is not JSON`));
+              reject(new MasterProtocolError(`POST /worker/v1/${route}: answer is not JSON`));
             }
             return;
           }

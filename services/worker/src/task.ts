@@ -47,7 +47,12 @@ export class PermanentTaskError extends Error {
  * holds when a handler file got its own copy of this module (loaded by a different module system).
  */
 export function isPermanentTaskError(error: unknown): boolean {
-  return typeof error === "object" && error !== null && permanentBrand in error;
+  try {
+    return typeof error === "object" && error !== null && permanentBrand in error;
+  } catch {
+    // A Proxy whose `has` trap throws: whatever it is, it is not a PermanentTaskError.
+    return false;
+  }
 }
 
 /** Resolves after `ms`, or rejects with the signal's reason as soon as it aborts. */

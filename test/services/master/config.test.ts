@@ -28,7 +28,12 @@ describe("master configuration", () => {
       resultMaxCount: 100000,
       retryBackoffMs: 1000,
       bodyLimitBytes: 1048576,
+      memoryBudgetBytes: 268435456,
+      requestTimeoutSeconds: 30,
+      headersTimeoutSeconds: 10,
+      maxConnections: 1024,
       shutdownGraceSeconds: 25,
+      shutdownDrainSeconds: 5,
       logLevel: "info",
     });
   });
@@ -52,8 +57,13 @@ describe("master configuration", () => {
       RESULT_TTL_SECONDS: "10",
       RESULT_MAX_COUNT: "50",
       RETRY_BACKOFF_MS: "0",
-      BODY_LIMIT_BYTES: "2048",
-      SHUTDOWN_GRACE_SECONDS: "0",
+      BODY_LIMIT_BYTES: "8192",
+      MEMORY_BUDGET_BYTES: "100000",
+      REQUEST_TIMEOUT_SECONDS: "20",
+      HEADERS_TIMEOUT_SECONDS: "20",
+      MAX_CONNECTIONS: "7",
+      SHUTDOWN_GRACE_SECONDS: "9",
+      SHUTDOWN_DRAIN_SECONDS: "3",
       LOG_LEVEL: "debug",
     });
     assert.equal(config.port, 9000);
@@ -65,8 +75,13 @@ describe("master configuration", () => {
     assert.equal(config.resultTtlSeconds, 10);
     assert.equal(config.resultMaxCount, 50);
     assert.equal(config.retryBackoffMs, 0);
-    assert.equal(config.bodyLimitBytes, 2048);
-    assert.equal(config.shutdownGraceSeconds, 0);
+    assert.equal(config.bodyLimitBytes, 8192);
+    assert.equal(config.memoryBudgetBytes, 100000);
+    assert.equal(config.requestTimeoutSeconds, 20);
+    assert.equal(config.headersTimeoutSeconds, 20);
+    assert.equal(config.maxConnections, 7);
+    assert.equal(config.shutdownGraceSeconds, 9);
+    assert.equal(config.shutdownDrainSeconds, 3);
     assert.equal(config.logLevel, "debug");
   });
 
@@ -99,7 +114,24 @@ describe("master configuration", () => {
       "600001",
       'RETRY_BACKOFF_MS must be an integer from 0 to 600000 (got "600001")',
     ],
-    ["BODY_LIMIT_BYTES", "1023", 'BODY_LIMIT_BYTES must be an integer ≥ 1024 (got "1023")'],
+    ["BODY_LIMIT_BYTES", "8191", 'BODY_LIMIT_BYTES must be an integer ≥ 8192 (got "8191")'],
+    ["MEMORY_BUDGET_BYTES", "1MiB", 'MEMORY_BUDGET_BYTES must be an integer ≥ 8192 (got "1MiB")'],
+    [
+      "REQUEST_TIMEOUT_SECONDS",
+      "0",
+      'REQUEST_TIMEOUT_SECONDS must be an integer from 1 to 3600 (got "0")',
+    ],
+    [
+      "HEADERS_TIMEOUT_SECONDS",
+      "3601",
+      'HEADERS_TIMEOUT_SECONDS must be an integer from 1 to 3600 (got "3601")',
+    ],
+    ["MAX_CONNECTIONS", "0", 'MAX_CONNECTIONS must be an integer from 1 to 1000000 (got "0")'],
+    [
+      "SHUTDOWN_DRAIN_SECONDS",
+      "-5",
+      'SHUTDOWN_DRAIN_SECONDS must be an integer from 0 to 3600 (got "-5")',
+    ],
     [
       "SHUTDOWN_GRACE_SECONDS",
       "1e3",
@@ -116,6 +148,26 @@ describe("master configuration", () => {
       assert.deepEqual(problemsFor({ ...valid, [name]: value }), [message]);
     });
   }
+
+  it("refuses settings that are each valid but do not fit together, naming both", () => {
+    assert.deepEqual(
+      problemsFor({
+        ...valid,
+        HEADERS_TIMEOUT_SECONDS: "31",
+        BODY_LIMIT_BYTES: "2000000",
+        MEMORY_BUDGET_BYTES: "1999999",
+      }),
+      [
+        "HEADERS_TIMEOUT_SECONDS (31) must not be larger than REQUEST_TIMEOUT_SECONDS (30)",
+        "MEMORY_BUDGET_BYTES (1999999) must be at least BODY_LIMIT_BYTES (2000000), or a task of the largest size could never be queued",
+      ],
+    );
+  });
+
+  it("cuts the drain to the grace period, so that the whole shutdown fits it", () => {
+    const config = loadConfig({ ...valid, SHUTDOWN_GRACE_SECONDS: "2" });
+    assert.equal(config.shutdownDrainSeconds, 2);
+  });
 
   it("requires WORKER_TOKEN", () => {
     assert.deepEqual(problemsFor({}), ["WORKER_TOKEN must be set to a non-empty string"]);

@@ -1,6 +1,7 @@
 import type { TestContext } from "node:test";
 import { buildApp } from "../../../services/master/src/app.js";
 import { loadConfig, type MasterConfig } from "../../../services/master/src/config.js";
+import { leaseResponseMaxBytes } from "../../../services/master/src/limits.js";
 import {
   type MemoryStoreOptions,
   MemoryTaskStore,
@@ -52,6 +53,8 @@ export function startApp(
     resultTtlSeconds: config.resultTtlSeconds,
     resultMaxCount: config.resultMaxCount,
     retryBackoffMs: config.retryBackoffMs,
+    memoryBudgetBytes: config.memoryBudgetBytes,
+    leaseMaxBytes: leaseResponseMaxBytes(config.bodyLimitBytes),
     sweepIntervalMs: 0,
     ...options.store,
   });

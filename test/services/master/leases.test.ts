@@ -228,6 +228,80 @@ describe("leases", () => {
   });
 });
 
+describe("lease ownership", () => {
+  it("hands out lease ids of 128 random bits, unrelated to one another", async (t) => {
+    const { app } = startApp(t);
+    const tasks = Array.from({ length: 200 }, (_, n) => ({ type: "echo", payload: n }));
+    await api(app, "POST", "/v1/tasks/batch", { tasks });
+    const leaseIds = (await leaseTasks(app, 200)).map((task) => task.leaseId);
+    for (const leaseId of leaseIds) assert.match(leaseId, /^[A-Za-z0-9_-]{22}$/);
+    // A counter's ids share long prefixes; random ones almost never share their first 36 bits
+    // (about 3 chances in 10 million for 200 ids).
+    assert.equal(new Set(leaseIds.map((id) => id.slice(0, 6))).size, 200);
+  });
+
+  it("does not let a guessed lease id complete another worker's live lease", async (t) => {
+    const { app } = startApp(t);
+    const id = await submit(app, { type: "echo", payload: 1 });
+    await leaseTasks(app, 1, 0, "victim");
+    // What used to work at the first try: lease ids were "1", "2", ... in base 36.
+    const guesses = Array.from({ length: 100 }, (_, n) => ({
+      id,
+      leaseId: (n + 1).toString(36),
+      ok: true,
+      result: "forged",
+    }));
+    for (const workerId of ["victim", "attacker"]) {
+      const res = await worker(app, "complete", { workerId, results: guesses });
+      assert.deepEqual(res.json().accepted, []);
+    }
+    const task = (await api(app, "GET", `/v1/tasks/${id}`)).json();
+    assert.equal(task.status, "running");
+    assert.equal(task.result, undefined);
+  });
+
+  it("refuses another worker's lease on complete and release, and changes nothing", async (t) => {
+    const { app } = startApp(t);
+    const id = await submit(app, { type: "echo", payload: 1 });
+    const [held] = await leaseTasks(app, 1, 0, "owner");
+    const refs = [{ id, leaseId: held?.leaseId }];
+    const release = await worker(app, "release", { workerId: "thief", leases: refs });
+    assert.deepEqual(release.json(), { released: [] });
+    const complete = await worker(app, "complete", {
+      workerId: "thief",
+      results: [ok(held, "forged")],
+    });
+    assert.deepEqual(complete.json(), { accepted: [], rejected: [{ id, reason: "lease_lost" }] });
+    const running = (await api(app, "GET", `/v1/tasks/${id}`)).json();
+    assert.equal(running.status, "running");
+    assert.equal(running.attempts, 1);
+    // The owner's result is the one that counts, and the thief cannot pass for its repetition.
+    const done = await worker(app, "complete", { workerId: "owner", results: [ok(held, "real")] });
+    assert.deepEqual(done.json().accepted, [id]);
+    const again = await worker(app, "complete", { workerId: "thief", results: [ok(held, "x")] });
+    assert.deepEqual(again.json(), { accepted: [], rejected: [{ id, reason: "lease_lost" }] });
+    assert.equal((await api(app, "GET", `/v1/tasks/${id}`)).json().result, "real");
+  });
+
+  it("reports another worker's lease as lost on renew, without extending it", async (t) => {
+    const clock = new FakeClock();
+    const { app, store } = startApp(t, { store: { now: clock.now } });
+    const id = await submit(app, { type: "echo", payload: 1 });
+    const [held] = await leaseTasks(app, 1, 0, "owner");
+    clock.advance(LEASE_MS - 1000);
+    const renew = await worker(app, "renew", {
+      workerId: "thief",
+      leases: [{ id, leaseId: held?.leaseId }],
+    });
+    assert.deepEqual(renew.json(), { renewed: [], lost: [id], leaseSeconds: 30 });
+    clock.advance(1000);
+    store.sweep();
+    const task = (await api(app, "GET", `/v1/tasks/${id}`)).json();
+    assert.equal(task.status, "queued");
+    assert.match(task.error, /lost its lease/);
+  });
+});
+
 describe("retries", () => {
   it("retries a failed attempt after a backoff, then fails the task with the last error", async (t) => {
     const clock = new FakeClock();

@@ -28,6 +28,10 @@ describe("metrics", () => {
     sample('taskfleet_tasks{status="running"} 0');
     sample('taskfleet_tasks{status="retained"} 1');
     sample("taskfleet_active_workers 1");
+    // The same figure as /v1/stats.
+    const { budgetUsedBytes } = (await api(app, "GET", "/v1/stats")).json();
+    assert.ok(budgetUsedBytes > 0);
+    sample(`taskfleet_memory_budget_used_bytes ${budgetUsedBytes}`);
     sample('taskfleet_task_run_seconds_count{outcome="succeeded"} 1');
     assert.match(
       text,

@@ -1,61 +1,7 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { createServer } from "node:net";
-import * as path from "node:path";
 import { describe, it } from "node:test";
-
-const repoRoot = path.resolve(__dirname, "../../..");
-const serverSource = path.join(repoRoot, "services/master/src/server.ts");
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  probe.listen(0, "127.0.0.1");
-  await once(probe, "listening");
-  const address = probe.address();
-  probe.close();
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
-
-interface Running {
-  child: ChildProcess;
-  lines: () => Record<string, unknown>[];
-  stderr: () => string;
-}
-
-function startMaster(env: Record<string, string>): Running {
-  const child = spawn(process.execPath, ["--import", "tsx", serverSource], {
-    cwd: repoRoot,
-    env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  let err = "";
-  child.stdout?.on("data", (chunk) => {
-    out += chunk;
-  });
-  child.stderr?.on("data", (chunk) => {
-    err += chunk;
-  });
-  return {
-    child,
-    lines: () =>
-      out
-        .split("\n")
-        .filter((line) => line.startsWith("{"))
-        .map((line) => JSON.parse(line) as Record<string, unknown>),
-    stderr: () => err,
-  };
-}
-
-async function waitFor(check: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
+import { freePort, startMaster, waitFor } from "./process.js";
 
 describe("master process", () => {
   it("exits 1 with a JSON line naming each bad variable, never echoing a token", async () => {
@@ -119,7 +65,7 @@ describe("master process", () => {
     assert.equal(ready?.level, "info");
   });
 
-  it("on SIGTERM answers pending long polls, refuses new tasks and exits 0", async (t) => {
+  it("on SIGTERM keeps the port open for the drain, answering 503 with Retry-After, then exits 0", async (t) => {
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
     const master = startMaster({
@@ -127,36 +73,64 @@ describe("master process", () => {
       HOST: "127.0.0.1",
       WORKER_TOKEN: "w",
       SHUTDOWN_GRACE_SECONDS: "10",
+      SHUTDOWN_DRAIN_SECONDS: "2",
     });
     t.after(() => master.child.kill("SIGKILL"));
     await waitFor(() => master.lines().some((line) => line.msg === "master ready"), "ready");
-
-    const submitted = await fetch(`${base}/v1/tasks`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ type: "echo", payload: 1 }),
-    });
-    const { id } = (await submitted.json()) as { id: string };
-    const waiting = fetch(`${base}/v1/tasks/${id}?waitSeconds=60`);
-    // The queued task goes to the first poll; the second one waits for work.
-    const lease = (waitMs: number) =>
-      fetch(`${base}/worker/v1/lease`, {
+    const submit = () =>
+      fetch(`${base}/v1/tasks`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ type: "echo", payload: 1 }),
+      });
+    const workerCall = (route: string, body: object) =>
+      fetch(`${base}/worker/v1/${route}`, {
         method: "POST",
         headers: { "content-type": "application/json", authorization: "Bearer w" },
-        body: JSON.stringify({ workerId: "w1", max: 1, waitMs }),
+        body: JSON.stringify(body),
       });
-    assert.equal(((await (await lease(0)).json()) as { tasks: unknown[] }).tasks.length, 1);
-    const polling = lease(30_000);
+
+    const { id } = (await (await submit()).json()) as { id: string };
+    const waiting = fetch(`${base}/v1/tasks/${id}?waitSeconds=60`);
+    // The queued task goes to the first poll; the second one waits for work.
+    const leased = (await (await workerCall("lease", { workerId: "w1", max: 1 })).json()) as {
+      tasks: { id: string; leaseId: string }[];
+    };
+    assert.equal(leased.tasks.length, 1);
+    const polling = workerCall("lease", { workerId: "w1", max: 1, waitMs: 30_000 });
     await new Promise((resolve) => setTimeout(resolve, 200));
 
     const signalledAt = performance.now();
     master.child.kill("SIGTERM");
     const [waited, polled] = await Promise.all([waiting, polling]);
+    // The client's wait is cut short: the task as it stands, marked as cut short by the drain.
+    assert.equal(waited.status, 200);
     assert.equal(((await waited.json()) as { status: string }).status, "running");
-    assert.deepEqual(await polled.json(), { tasks: [], leaseSeconds: 30 });
+    assert.equal(waited.headers.get("taskfleet-draining"), "true");
+    assert.equal(waited.headers.get("connection"), "close");
+    // The worker's poll is a 503 to back off on.
+    assert.equal(polled.status, 503);
+    assert.equal(polled.headers.get("retry-after"), "5");
+
+    // Within the drain the port still answers: a submission is a 503, not a refused connection,
+    // readiness is 503, and a worker's result still counts.
+    const refused = await submit();
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers.get("retry-after"), "5");
+    assert.equal(((await refused.json()) as { error: string }).error, "ServiceUnavailable");
+    assert.equal((await fetch(`${base}/readyz`)).status, 503);
+    const [task] = leased.tasks;
+    const completed = await workerCall("complete", {
+      workerId: "w1",
+      results: [{ id: task?.id, leaseId: task?.leaseId, ok: true, result: 1 }],
+    });
+    assert.deepEqual(await completed.json(), { accepted: [id], rejected: [] });
+
     const [code] = await once(master.child, "exit");
     assert.equal(code, 0);
-    assert.ok(performance.now() - signalledAt < 5000, "drained well within the grace period");
+    const tookMs = performance.now() - signalledAt;
+    assert.ok(tookMs >= 1900, `closed after the 2 s drain, not after ${tookMs} ms`);
+    assert.ok(tookMs < 5000, `drained well within the grace period, not in ${tookMs} ms`);
     const messages = master.lines().map((line) => line.msg);
     assert.ok(messages.includes("draining"));
     assert.ok(messages.includes("stopped"));

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { HEAP_BYTES } from "../../../services/master/src/json-body.js";
+import { TASK_OVERHEAD_BYTES } from "../../../services/master/src/limits.js";
 import { api, FakeClock, leaseTasks, startApp, submit, worker } from "./helper.js";
 
 describe("submitting and reading tasks", () => {
@@ -157,18 +159,50 @@ describe("submitting and reading tasks", () => {
       failed: 1,
       retained: 2,
       activeWorkers: 2,
+      // The overhead of 5 tasks, the slots of 3 live payloads (small integers) and of the result
+      // null, and the error "no" (a string: header and two bytes a character, at most).
+      budgetUsedBytes: 5 * TASK_OVERHEAD_BYTES + 4 * HEAP_BYTES.slot + HEAP_BYTES.string + 2 * 2,
     });
   });
 
-  it("stops taking tasks once draining, and says so in readiness", async (t) => {
+  it("stops taking tasks once draining, says so to every client, and in readiness", async (t) => {
     const { app, store } = startApp(t);
-    const waiting = leaseTasks(app, 1, 30_000);
+    const id = await submit(app, { type: "echo", payload: 1 });
+    await leaseTasks(app, 1);
+    const polling = worker(app, "lease", { workerId: "w1", max: 1, waitMs: 30_000 });
+    const reading = api(app, "GET", `/v1/tasks/${id}?waitSeconds=60`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
     store.drain();
-    assert.deepEqual(await waiting, []);
+
+    // A worker's poll cut short is a 503 it backs off on, not an empty list it polls again on.
+    const polled = await polling;
+    assert.equal(polled.statusCode, 503);
+    assert.equal(polled.headers["retry-after"], "5");
+    assert.equal(polled.json().message, "the master is shutting down and hands out no more work");
+    // A client's wait cut short shows the task as it stands, marked as cut short by the drain.
+    const read = await reading;
+    assert.equal(read.statusCode, 200);
+    assert.equal(read.json().status, "running");
+    assert.equal(read.headers["taskfleet-draining"], "true");
+    assert.equal(read.headers.connection, "close");
+
     const res = await api(app, "POST", "/v1/tasks", { type: "echo", payload: 1 });
     assert.equal(res.statusCode, 503);
-    assert.equal(res.json().error, "ServiceUnavailable");
+    assert.equal(res.headers["retry-after"], "5");
+    assert.deepEqual(res.json(), {
+      error: "ServiceUnavailable",
+      message: "the master is shutting down and accepts no new tasks",
+    });
+    const again = await worker(app, "lease", { workerId: "w1", max: 1 });
+    assert.equal(again.statusCode, 503);
     assert.equal((await api(app, "GET", "/readyz")).statusCode, 503);
     assert.equal((await api(app, "GET", "/healthz")).statusCode, 200);
+  });
+
+  it("marks nothing as draining before the drain", async (t) => {
+    const { app } = startApp(t);
+    const res = await api(app, "GET", "/healthz");
+    assert.equal(res.headers["taskfleet-draining"], undefined);
+    assert.notEqual(res.headers.connection, "close");
   });
 });

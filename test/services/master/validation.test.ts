@@ -128,12 +128,12 @@ describe("bad requests", () => {
   });
 
   it("answers a body over the limit with 413 naming the limit", async (t) => {
-    const { app } = startApp(t, { env: { BODY_LIMIT_BYTES: "2048" } });
-    const res = await api(app, "POST", "/v1/tasks", { type: "echo", payload: "x".repeat(3000) });
+    const { app } = startApp(t, { env: { BODY_LIMIT_BYTES: "8192" } });
+    const res = await api(app, "POST", "/v1/tasks", { type: "echo", payload: "x".repeat(9000) });
     assert.equal(res.statusCode, 413);
     assert.deepEqual(res.json(), {
       error: "PayloadTooLarge",
-      message: "body is larger than the limit of 2048 bytes",
+      message: "body is larger than the limit of 8192 bytes",
     });
     const after = await api(app, "POST", "/v1/tasks", { type: "echo", payload: "x".repeat(1000) });
     assert.equal(after.statusCode, 202);

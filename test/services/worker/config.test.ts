@@ -21,6 +21,8 @@ describe("worker config", () => {
     assert.equal(config.concurrency, 4);
     assert.equal(config.shutdownGraceSeconds, 25);
     assert.equal(config.logLevel, "info");
+    assert.equal(config.maxResultBytes, 1_048_576 - 4096);
+    assert.equal(config.resultBufferBytes, 16 * 1_048_576);
     assert.match(config.workerId, new RegExp(`-${process.pid}$`));
   });
 
@@ -31,6 +33,8 @@ describe("worker config", () => {
       WORKER_ID: "w-1",
       SHUTDOWN_GRACE_SECONDS: "0",
       LOG_LEVEL: "debug",
+      MAX_RESULT_BYTES: "4190208",
+      RESULT_BUFFER_BYTES: "1048576",
     });
     assert.deepEqual(config, {
       masterUrl: "http://127.0.0.1:8080",
@@ -38,6 +42,8 @@ describe("worker config", () => {
       concurrency: 16,
       workerId: "w-1",
       shutdownGraceSeconds: 0,
+      maxResultBytes: 4_190_208,
+      resultBufferBytes: 1_048_576,
       logLevel: "debug",
     });
   });
@@ -53,6 +59,14 @@ describe("worker config", () => {
     [
       { ...valid, SHUTDOWN_GRACE_SECONDS: "-1" },
       'SHUTDOWN_GRACE_SECONDS must be an integer from 0 to 3600 (got "-1")',
+    ],
+    [
+      { ...valid, MAX_RESULT_BYTES: "1023" },
+      'MAX_RESULT_BYTES must be an integer from 1024 to 268435456 (got "1023")',
+    ],
+    [
+      { ...valid, RESULT_BUFFER_BYTES: "65536" },
+      'RESULT_BUFFER_BYTES must be an integer from 1048576 to 1073741824 (got "65536")',
     ],
     [{ ...valid, LOG_LEVEL: "loud" }, "LOG_LEVEL must be one of fatal, error, warn, info"],
     [{ ...valid, WORKER_ID: "  " }, "WORKER_ID must not be empty"],

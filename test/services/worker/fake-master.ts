@@ -34,10 +34,25 @@ export class FakeMaster {
   readonly tasks = new Map<string, FakeTask>();
   readonly calls: RecordedCall[] = [];
   leaseSeconds: number;
-  /** While set, every worker route answers with this status. */
+  /** While set, every worker route (or only those in `failRoutes`) answers with this status. */
   failWith: number | undefined;
+  /** Limits `failWith` to these routes. */
+  failRoutes: string[] | undefined;
   /** While set, `complete` answers 413 for a batch with more results than this. */
   maxResultsPerComplete: number | undefined;
+  /** While set, any request with a larger body is answered 413, as the master's body limit does. */
+  bodyLimitBytes: number | undefined;
+  /** While set, `lease` hands out up to this many tasks, whatever the worker asked for. */
+  leaseMaxOverride: number | undefined;
+  /** Answers of a route wait this long (milliseconds), like a master on a slow network. */
+  readonly answerDelayMs: Record<string, number> = {};
+  /**
+   * Replaces a route's answer with what this returns (given the answer the fake would send), as
+   * a master with a bug would: the status stays 200.
+   */
+  readonly rewrite: Record<string, (answer: Record<string, unknown>) => unknown> = {};
+  /** Size in bytes of every request body, in order, by route. */
+  readonly bodyBytes: { route: string; bytes: number }[] = [];
   private readonly queue: string[] = [];
   private readonly waiters = new Set<() => void>();
   private readonly server: http.Server;
@@ -97,8 +112,12 @@ export class FakeMaster {
     return this.calls.filter((call) => call.route === route);
   }
 
-  /** Resolves once `predicate` holds, checking every few milliseconds, or rejects after `ms`. */
-  async until(predicate: () => boolean, ms = 5000): Promise<void> {
+  /**
+   * Resolves once `predicate` holds, checking every few milliseconds, or rejects after `ms`. The
+   * default leaves room for starting task threads on a busy machine (under tsx each takes up to
+   * a second or two).
+   */
+  async until(predicate: () => boolean, ms = 10_000): Promise<void> {
     const deadline = Date.now() + ms;
     while (!predicate()) {
       if (Date.now() > deadline) throw new Error("condition not met in time");
@@ -147,20 +166,36 @@ export class FakeMaster {
     const chunks: Buffer[] = [];
     request.on("data", (chunk: Buffer) => chunks.push(chunk));
     request.on("end", () => {
-      const send = (status: number, body: unknown) => {
-        if (response.destroyed) return;
-        response.writeHead(status, { "content-type": "application/json" });
-        response.end(JSON.stringify(body));
-      };
       const route = (request.url ?? "").replace(/^\/worker\/v1\//, "");
-      const body = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}");
+      const send = (status: number, body: unknown) => {
+        const answer = () => {
+          if (response.destroyed) return;
+          const rewrite = this.rewrite[route];
+          const final = status === 200 && rewrite ? rewrite(body as Record<string, unknown>) : body;
+          response.writeHead(status, { "content-type": "application/json" });
+          response.end(JSON.stringify(final));
+        };
+        const wait = this.answerDelayMs[route];
+        if (wait) setTimeout(answer, wait);
+        else answer();
+      };
+      const raw = Buffer.concat(chunks);
+      this.bodyBytes.push({ route, bytes: raw.length });
+      const body = JSON.parse(raw.toString("utf8") || "{}");
       this.calls.push({ route, body, at: Date.now() });
       if (request.headers.authorization !== `Bearer ${this.token}`) {
         send(401, { error: "Unauthorized", message: "missing or wrong worker token" });
         return;
       }
-      if (this.failWith !== undefined) {
+      if (this.failWith !== undefined && (!this.failRoutes || this.failRoutes.includes(route))) {
         send(this.failWith, { error: "Unavailable", message: "fake master told to fail" });
+        return;
+      }
+      if (this.bodyLimitBytes !== undefined && raw.length > this.bodyLimitBytes) {
+        send(413, {
+          error: "PayloadTooLarge",
+          message: `body is larger than the limit of ${this.bodyLimitBytes} bytes`,
+        });
         return;
       }
       switch (route) {
@@ -239,7 +274,8 @@ export class FakeMaster {
   ): void {
     const handOut = () => {
       const tasks = [];
-      while (tasks.length < body.max && this.queue.length > 0) {
+      const max = this.leaseMaxOverride ?? body.max;
+      while (tasks.length < max && this.queue.length > 0) {
         const task = this.tasks.get(this.queue.shift() as string) as FakeTask;
         if (task.status !== "queued") continue;
         task.status = "running";
@@ -257,7 +293,8 @@ export class FakeMaster {
       }
       send(200, { tasks, leaseSeconds: this.leaseSeconds });
     };
-    if (this.queue.length > 0 || body.waitMs === 0) {
+    // A rewritten answer goes out at once: the master with a bug that it stands for does not wait.
+    if (this.queue.length > 0 || body.waitMs === 0 || this.rewrite.lease) {
       handOut();
       return;
     }

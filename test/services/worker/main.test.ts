@@ -6,9 +6,11 @@ import { FakeMaster } from "./fake-master.js";
 
 const entry = path.resolve(__dirname, "../../../services/worker/src/main.ts");
 
+const throwOnSigusr2 = path.resolve(__dirname, "throw-on-sigusr2.ts");
+
 /** Runs the worker's entry point as a process, as a pod would, and collects its output. */
-function runWorker(env: Record<string, string>) {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], {
+function runWorker(env: Record<string, string>, preload: string[] = []) {
+  const child = spawn(process.execPath, ["--import", "tsx", ...preload, entry], {
     env: { PATH: process.env.PATH ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -61,5 +63,42 @@ describe("worker process", () => {
     assert.equal(await run.exit, 0);
     assert.equal(master.tasks.get(id)?.status, "succeeded");
     assert.equal(master.callsTo("release").length, 0);
+  });
+
+  it("on SIGTERM gives back the tasks that outlast SHUTDOWN_GRACE_SECONDS and exits 0", async () => {
+    const master = await new FakeMaster().listen();
+    masters.push(master);
+    const ids = [master.add("sleep", { ms: 60_000 }), master.add("sleep", { ms: 60_000 })];
+    const run = runWorker({
+      MASTER_URL: master.url,
+      WORKER_TOKEN: master.token,
+      SHUTDOWN_GRACE_SECONDS: "1",
+    });
+    await master.until(() => master.callsTo("lease").length >= 2, 10_000);
+    const begun = Date.now();
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exit, 0);
+    assert.ok(Date.now() - begun < 5000, `shutdown took ${Date.now() - begun} ms`);
+    const released = master.callsTo("release").flatMap((call) => call.body.leases);
+    assert.deepEqual(released.map((lease) => (lease as { id: string }).id).sort(), [...ids].sort());
+    for (const id of ids) assert.equal(master.tasks.get(id)?.attempts, 0);
+  });
+
+  it("gives back its tasks and exits 1 after an error nothing caught", async () => {
+    const master = await new FakeMaster().listen();
+    masters.push(master);
+    const ids = [master.add("sleep", { ms: 60_000 }), master.add("sleep", { ms: 60_000 })];
+    const run = runWorker({ MASTER_URL: master.url, WORKER_TOKEN: master.token }, [
+      "--import",
+      throwOnSigusr2,
+    ]);
+    await master.until(() => master.callsTo("lease").length >= 2, 10_000);
+    run.child.kill("SIGUSR2");
+    assert.equal(await run.exit, 1);
+    assert.match(run.output(), /uncaught error; giving back held tasks and exiting/);
+    for (const id of ids) {
+      assert.equal(master.tasks.get(id)?.status, "queued");
+      assert.equal(master.tasks.get(id)?.attempts, 0);
+    }
   });
 });

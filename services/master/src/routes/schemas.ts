@@ -1,17 +1,4 @@
-/** Limits of the public and worker APIs; docs/api.md lists the same numbers. */
-export const limits = {
-  typeMaxLength: 100,
-  idempotencyKeyMaxLength: 200,
-  maxAttempts: 100,
-  timeoutSeconds: 86_400,
-  batchMaxTasks: 10_000,
-  waitSecondsMax: 60,
-  workerIdMaxLength: 200,
-  leaseMax: 256,
-  leaseWaitMsMax: 30_000,
-  /** Leases or results in one renew, complete or release call. */
-  workerBatchMax: 10_000,
-} as const;
+import { limits } from "../limits.js";
 
 export const taskTypePattern = "^[a-z0-9][a-z0-9_.:-]*$";
 

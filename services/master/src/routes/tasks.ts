@@ -1,9 +1,17 @@
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { requireBearer } from "../auth.js";
-import { errorBody } from "../http-errors.js";
-import type { TaskSpec, TaskStore, TaskView } from "../store/task-store.js";
+import { errorBody, unavailable } from "../http-errors.js";
+import { limits } from "../limits.js";
+import {
+  OverBudgetError,
+  type SubmitOutcome,
+  type TaskSpec,
+  type TaskStore,
+  type TaskView,
+} from "../store/task-store.js";
 import { abortWhenClientLeaves } from "./abort.js";
-import { batchSchema, limits, taskIdParamsSchema, taskSpecSchema } from "./schemas.js";
+import { measureValue } from "./payload-limits.js";
+import { batchSchema, taskIdParamsSchema, taskSpecSchema } from "./schemas.js";
 
 export interface TaskRoutesOptions {
   store: TaskStore;
@@ -12,6 +20,8 @@ export interface TaskRoutesOptions {
   defaultMaxAttempts: number;
   /** Applied to tasks that do not set `timeoutSeconds`. */
   defaultTimeoutSeconds: number;
+  /** The largest payload as JSON bytes (see `maxPayloadBytes`). */
+  maxPayloadBytes: number;
 }
 
 interface TaskSpecBody {
@@ -27,26 +37,48 @@ export async function taskRoutes(app: FastifyInstance, options: TaskRoutesOption
   const { store } = options;
   if (options.apiToken !== undefined) app.addHook("onRequest", requireBearer(options.apiToken));
 
-  const toSpec = (body: TaskSpecBody): TaskSpec => ({
-    type: body.type,
-    payload: body.payload,
-    idempotencyKey: body.idempotencyKey,
-    maxAttempts: body.maxAttempts ?? options.defaultMaxAttempts,
-    timeoutSeconds: body.timeoutSeconds ?? options.defaultTimeoutSeconds,
-  });
+  /** The spec to store, or a message naming the first limit the payload breaks. */
+  const toSpec = (body: TaskSpecBody, field: string): TaskSpec | string => {
+    const measured = measureValue(body.payload, field, options.maxPayloadBytes);
+    if ("problem" in measured) return measured.problem;
+    return {
+      type: body.type,
+      payload: body.payload,
+      payloadBytes: measured.bytes,
+      payloadMemoryBytes: measured.memoryBytes,
+      idempotencyKey: body.idempotencyKey,
+      maxAttempts: body.maxAttempts ?? options.defaultMaxAttempts,
+      timeoutSeconds: body.timeoutSeconds ?? options.defaultTimeoutSeconds,
+    };
+  };
 
-  const refuseWhileDraining = (reply: FastifyReply): boolean => {
-    if (!store.draining) return false;
-    reply.code(503).send(errorBody(503, "the master is shutting down and accepts no new tasks"));
-    return true;
+  /** Submits, or answers 503 when the store is shutting down or full: `undefined` then. */
+  const submitOrRefuse = async (
+    reply: FastifyReply,
+    specs: TaskSpec[],
+  ): Promise<SubmitOutcome[] | undefined> => {
+    if (store.draining) {
+      unavailable(reply, "the master is shutting down and accepts no new tasks");
+      return undefined;
+    }
+    try {
+      return await store.submit(specs);
+    } catch (error) {
+      if (!(error instanceof OverBudgetError)) throw error;
+      unavailable(reply, `${error.message}; try again later`);
+      return undefined;
+    }
   };
 
   app.post<{ Body: TaskSpecBody }>(
     "/tasks",
     { schema: { body: taskSpecSchema } },
     async (request, reply) => {
-      if (refuseWhileDraining(reply)) return reply;
-      const [outcome] = await store.submit([toSpec(request.body)]);
+      const spec = toSpec(request.body, "body/payload");
+      if (typeof spec === "string") return reply.code(400).send(errorBody(400, spec));
+      const outcomes = await submitOrRefuse(reply, [spec]);
+      if (outcomes === undefined) return reply;
+      const [outcome] = outcomes;
       if (outcome === undefined) throw new Error("store returned no outcome for a submitted task");
       reply.code(outcome.created ? 202 : 200);
       return { id: outcome.id, status: outcome.status };
@@ -57,8 +89,14 @@ export async function taskRoutes(app: FastifyInstance, options: TaskRoutesOption
     "/tasks/batch",
     { schema: { body: batchSchema } },
     async (request, reply) => {
-      if (refuseWhileDraining(reply)) return reply;
-      const outcomes = await store.submit(request.body.tasks.map(toSpec));
+      const specs: TaskSpec[] = [];
+      for (const [i, body] of request.body.tasks.entries()) {
+        const spec = toSpec(body, `body/tasks/${i}/payload`);
+        if (typeof spec === "string") return reply.code(400).send(errorBody(400, spec));
+        specs.push(spec);
+      }
+      const outcomes = await submitOrRefuse(reply, specs);
+      if (outcomes === undefined) return reply;
       reply.code(202);
       return { ids: outcomes.map((outcome) => outcome.id) };
     },

@@ -1,17 +1,20 @@
-import { newTaskId } from "./ids.js";
+import { HEAP_BYTES, jsonBytes, measureHeap } from "../json-body.js";
+import { TASK_OVERHEAD_BYTES, TRACKED_WORKERS_MAX } from "../limits.js";
+import { newLeaseId, newTaskId } from "./ids.js";
 import { Deque, MinHeap } from "./queues.js";
-import type {
-  CompleteOutcome,
-  Completion,
-  LeasedTask,
-  LeaseRef,
-  StoreObserver,
-  StoreStats,
-  SubmitOutcome,
-  TaskSpec,
-  TaskStatus,
-  TaskStore,
-  TaskView,
+import {
+  type CompleteOutcome,
+  type Completion,
+  type LeasedTask,
+  type LeaseRef,
+  OverBudgetError,
+  type StoreObserver,
+  type StoreStats,
+  type SubmitOutcome,
+  type TaskSpec,
+  type TaskStatus,
+  type TaskStore,
+  type TaskView,
 } from "./task-store.js";
 
 /** Longer errors are cut: a stack trace per retained task would dominate the master's memory. */
@@ -29,6 +32,13 @@ export interface MemoryStoreOptions {
   sweepIntervalMs?: number;
   /** A worker counts as active this long after its last call. */
   activeWorkerWindowMs?: number;
+  /**
+   * Bytes the tasks held may count (see `StoreStats.budgetUsedBytes`); past it retained results
+   * are dropped oldest first, then submissions are refused. Unlimited when absent.
+   */
+  memoryBudgetBytes?: number;
+  /** Payload bytes one lease answer carries at most (one task always goes). Unlimited when absent. */
+  leaseMaxBytes?: number;
   observer?: StoreObserver;
   /** Milliseconds since the epoch; tests pass a fake clock. */
   now?: () => number;
@@ -43,19 +53,28 @@ class TaskRecord {
   attempts = 0;
   startedAt = 0;
   finishedAt = 0;
-  /** Number of the current (or last accepted) lease; 0 when the task holds none. */
-  lease = 0;
+  /** The current (or last accepted) lease; empty when the task holds none. */
+  leaseId = "";
+  /** The worker the lease was granted to; only it may renew, complete or release it. */
+  leaseWorker = "";
   leasedAt = 0;
   leaseExpiresAt = 0;
   /** When a task waiting out a retry backoff may run again. */
   availableAt = 0;
   result: unknown = undefined;
+  resultMemoryBytes = 0;
   error: string | undefined = undefined;
+  /** What this task counts against the memory budget right now (see `chargeOf`). */
+  charge = 0;
 
   constructor(
     readonly id: string,
     readonly type: string,
     public payload: unknown,
+    /** Size as JSON, which bounds what one lease answer carries. */
+    readonly payloadBytes: number,
+    /** Estimated size on the heap, which the memory budget counts. */
+    readonly payloadMemoryBytes: number,
     readonly idempotencyKey: string | undefined,
     readonly maxAttempts: number,
     readonly timeoutSeconds: number,
@@ -64,6 +83,7 @@ class TaskRecord {
 }
 
 interface LeaseWaiter {
+  workerId: string;
   max: number;
   resolve: (tasks: LeasedTask[]) => void;
   timer: NodeJS.Timeout;
@@ -88,6 +108,8 @@ const noopObserver: StoreObserver = {
  * retry backoff in a heap by due time, leased tasks in a set; one periodic sweep handles lease
  * expiry, due retries and retention, so no timer exists per task. A lease or completion that
  * arrives after its lease has ended is judged by the clock, not by whether the sweep has run yet.
+ * What the tasks hold is counted against a memory budget: retained results make room for new
+ * tasks, oldest first, and past it submissions are refused.
  */
 export class MemoryTaskStore implements TaskStore {
   readonly leaseSeconds: number;
@@ -96,6 +118,8 @@ export class MemoryTaskStore implements TaskStore {
   private readonly resultMaxCount: number;
   private readonly retryBackoffMs: number;
   private readonly activeWorkerWindowMs: number;
+  private readonly memoryBudgetBytes: number;
+  private readonly leaseMaxBytes: number;
   private readonly observer: StoreObserver;
   private readonly now: () => number;
   private readonly random: () => number;
@@ -112,8 +136,11 @@ export class MemoryTaskStore implements TaskStore {
   private readonly workers = new Map<string, number>();
   private readonly sweepTimer: NodeJS.Timeout | undefined;
 
-  private leaseSequence = 0;
   private queuedCount = 0;
+  /** Budget counted by queued and running tasks, which are never dropped to make room. */
+  private liveBytes = 0;
+  /** Budget counted by retained finished tasks, which are dropped oldest first to make room. */
+  private retainedBytes = 0;
   private succeededTotal = 0;
   private failedTotal = 0;
   private isDraining = false;
@@ -125,6 +152,8 @@ export class MemoryTaskStore implements TaskStore {
     this.resultMaxCount = options.resultMaxCount;
     this.retryBackoffMs = options.retryBackoffMs;
     this.activeWorkerWindowMs = options.activeWorkerWindowMs ?? 60_000;
+    this.memoryBudgetBytes = options.memoryBudgetBytes ?? Number.POSITIVE_INFINITY;
+    this.leaseMaxBytes = options.leaseMaxBytes ?? Number.POSITIVE_INFINITY;
     this.observer = options.observer ?? noopObserver;
     this.now = options.now ?? Date.now;
     this.random = options.random ?? Math.random;
@@ -142,6 +171,23 @@ export class MemoryTaskStore implements TaskStore {
 
   async submit(specs: readonly TaskSpec[]): Promise<SubmitOutcome[]> {
     const now = this.now();
+    // What the new tasks will count, before any is created: a batch is taken whole or not at all.
+    const payloadBytes: number[] = new Array(specs.length);
+    const payloadMemoryBytes: number[] = new Array(specs.length);
+    const newKeys = new Set<string>();
+    let needed = 0;
+    for (let i = 0; i < specs.length; i++) {
+      const spec = specs[i] as TaskSpec;
+      const key = spec.idempotencyKey;
+      if (key !== undefined && (this.byKey.has(key) || newKeys.has(key))) continue;
+      if (key !== undefined) newKeys.add(key);
+      payloadBytes[i] = spec.payloadBytes ?? jsonBytes(spec.payload);
+      const memoryBytes = spec.payloadMemoryBytes ?? heapOf(spec.payload);
+      payloadMemoryBytes[i] = memoryBytes;
+      needed += TASK_OVERHEAD_BYTES + keyBytes(key) + memoryBytes;
+    }
+    this.makeRoom(needed);
+
     const outcomes: SubmitOutcome[] = new Array(specs.length);
     let created = 0;
     for (let i = 0; i < specs.length; i++) {
@@ -158,6 +204,8 @@ export class MemoryTaskStore implements TaskStore {
         id,
         spec.type,
         spec.payload,
+        payloadBytes[i] as number,
+        payloadMemoryBytes[i] as number,
         key,
         spec.maxAttempts,
         spec.timeoutSeconds,
@@ -165,6 +213,7 @@ export class MemoryTaskStore implements TaskStore {
       );
       this.tasks.set(id, task);
       if (key !== undefined) this.byKey.set(key, task);
+      this.account(task);
       this.ready.push(task);
       this.queuedCount++;
       created++;
@@ -217,9 +266,9 @@ export class MemoryTaskStore implements TaskStore {
     signal?: AbortSignal,
   ): Promise<LeasedTask[]> {
     const now = this.now();
-    this.workers.set(workerId, now);
+    this.noteWorker(workerId, now);
     if (this.isDraining) return Promise.resolve([]);
-    const tasks = this.take(max, now);
+    const tasks = this.take(workerId, max, now);
     if (tasks.length > 0 || waitMs <= 0 || signal?.aborted) return Promise.resolve(tasks);
     return new Promise((resolve) => {
       const finish = (leased: LeasedTask[]) => {
@@ -229,6 +278,7 @@ export class MemoryTaskStore implements TaskStore {
         resolve(leased);
       };
       const waiter: LeaseWaiter = {
+        workerId,
         max,
         resolve: finish,
         timer: setTimeout(() => finish([]), waitMs),
@@ -245,12 +295,12 @@ export class MemoryTaskStore implements TaskStore {
     leases: readonly LeaseRef[],
   ): Promise<{ renewed: string[]; lost: string[] }> {
     const now = this.now();
-    this.workers.set(workerId, now);
+    this.noteWorker(workerId, now);
     const renewed: string[] = [];
     const lost: string[] = [];
     for (const ref of leases) {
       const task = this.tasks.get(ref.id);
-      if (task !== undefined && this.holdsLiveLease(task, ref.leaseId, now)) {
+      if (task !== undefined && this.holdsLiveLease(task, ref.leaseId, workerId, now)) {
         task.leaseExpiresAt = Math.min(now + this.leaseMs, this.attemptDeadline(task));
         renewed.push(ref.id);
       } else {
@@ -263,19 +313,20 @@ export class MemoryTaskStore implements TaskStore {
 
   async complete(workerId: string, results: readonly Completion[]): Promise<CompleteOutcome> {
     const now = this.now();
-    this.workers.set(workerId, now);
+    this.noteWorker(workerId, now);
     const outcome: CompleteOutcome = { accepted: [], rejected: [] };
     for (const completion of results) {
       const task = this.tasks.get(completion.id);
       if (task === undefined) {
         outcome.rejected.push({ id: completion.id, reason: "not_found" });
-      } else if (this.holdsLiveLease(task, completion.leaseId, now)) {
+      } else if (this.holdsLiveLease(task, completion.leaseId, workerId, now)) {
         this.applyCompletion(task, completion, now);
         outcome.accepted.push(completion.id);
       } else if (
         task.status !== "running" &&
-        task.lease !== 0 &&
-        leaseIdOf(task) === completion.leaseId
+        task.leaseId !== "" &&
+        task.leaseId === completion.leaseId &&
+        task.leaseWorker === workerId
       ) {
         // The same lease reporting again (a worker retrying a request whose answer it lost):
         // the first report stands and nothing is counted twice.
@@ -290,15 +341,12 @@ export class MemoryTaskStore implements TaskStore {
 
   async release(workerId: string, leases: readonly LeaseRef[]): Promise<{ released: string[] }> {
     const now = this.now();
-    this.workers.set(workerId, now);
+    this.noteWorker(workerId, now);
     const released: string[] = [];
     for (const ref of leases) {
       const task = this.tasks.get(ref.id);
-      if (task === undefined || !this.holdsLiveLease(task, ref.leaseId, now)) continue;
-      this.running.delete(task);
-      task.attempts--;
-      if (task.attempts === 0) task.startedAt = 0;
-      task.lease = 0;
+      if (task === undefined || !this.holdsLiveLease(task, ref.leaseId, workerId, now)) continue;
+      this.unlease(task);
       task.status = "queued";
       this.queuedCount++;
       // It was at the head of the queue once already; it should not wait behind the whole queue.
@@ -307,6 +355,17 @@ export class MemoryTaskStore implements TaskStore {
     }
     this.handOff(now);
     return { released };
+  }
+
+  async failUnsent(workerId: string, leases: readonly LeaseRef[], error: string): Promise<void> {
+    const now = this.now();
+    for (const ref of leases) {
+      const task = this.tasks.get(ref.id);
+      if (task === undefined || !this.holdsLiveLease(task, ref.leaseId, workerId, now)) continue;
+      this.unlease(task);
+      task.error = error;
+      this.finish(task, "failed", now);
+    }
   }
 
   async stats(): Promise<StoreStats> {
@@ -326,6 +385,7 @@ export class MemoryTaskStore implements TaskStore {
       failed: this.failedTotal,
       retained: this.finished.length,
       activeWorkers,
+      budgetUsedBytes: this.liveBytes + this.retainedBytes,
     };
   }
 
@@ -366,29 +426,73 @@ export class MemoryTaskStore implements TaskStore {
     if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
   }
 
-  private take(max: number, now: number): LeasedTask[] {
+  /** Brings the budget up to date with what the task holds now. */
+  private account(task: TaskRecord): void {
+    const bytes = chargeOf(task);
+    if (isFinished(task)) this.retainedBytes += bytes - task.charge;
+    else this.liveBytes += bytes - task.charge;
+    task.charge = bytes;
+  }
+
+  /**
+   * Drops retained results, oldest first, until `bytes` more fit the budget; throws without
+   * dropping anything when they would not fit even with no result retained.
+   */
+  private makeRoom(bytes: number): void {
+    if (bytes === 0) return;
+    if (this.liveBytes + bytes > this.memoryBudgetBytes) {
+      throw new OverBudgetError(this.memoryBudgetBytes, this.liveBytes, bytes);
+    }
+    while (this.liveBytes + this.retainedBytes + bytes > this.memoryBudgetBytes) {
+      const oldest = this.finished.shift();
+      if (oldest === undefined) break;
+      this.drop(oldest);
+    }
+  }
+
+  private noteWorker(workerId: string, now: number): void {
+    if (this.workers.size < TRACKED_WORKERS_MAX || this.workers.has(workerId)) {
+      this.workers.set(workerId, now);
+    }
+  }
+
+  /** Takes a running task out of its lease as if it had never been leased. */
+  private unlease(task: TaskRecord): void {
+    this.running.delete(task);
+    task.attempts--;
+    if (task.attempts === 0) task.startedAt = 0;
+    task.leaseId = "";
+    task.leaseWorker = "";
+  }
+
+  private take(workerId: string, max: number, now: number): LeasedTask[] {
     this.promoteDue(now);
     const leased: LeasedTask[] = [];
+    let bytes = 0;
     while (leased.length < max) {
-      const task = this.ready.shift();
-      if (task === undefined) break;
-      leased.push(this.grantLease(task, now));
+      const next = this.ready.peek();
+      if (next === undefined) break;
+      if (leased.length > 0 && bytes + next.payloadBytes > this.leaseMaxBytes) break;
+      this.ready.shift();
+      bytes += next.payloadBytes;
+      leased.push(this.grantLease(next, workerId, now));
     }
     return leased;
   }
 
-  private grantLease(task: TaskRecord, now: number): LeasedTask {
+  private grantLease(task: TaskRecord, workerId: string, now: number): LeasedTask {
     this.queuedCount--;
     task.status = "running";
     task.attempts++;
-    task.lease = ++this.leaseSequence;
+    task.leaseId = newLeaseId();
+    task.leaseWorker = workerId;
     task.leasedAt = now;
     if (task.startedAt === 0) task.startedAt = now;
     task.leaseExpiresAt = now + this.leaseMs;
     this.running.add(task);
     return {
       id: task.id,
-      leaseId: leaseIdOf(task),
+      leaseId: task.leaseId,
       type: task.type,
       payload: task.payload,
       attempt: task.attempts,
@@ -402,7 +506,7 @@ export class MemoryTaskStore implements TaskStore {
     this.promoteDue(now);
     for (const waiter of this.leaseWaiters) {
       if (this.ready.length === 0) break;
-      waiter.resolve(this.take(waiter.max, now));
+      waiter.resolve(this.take(waiter.workerId, waiter.max, now));
     }
   }
 
@@ -414,9 +518,19 @@ export class MemoryTaskStore implements TaskStore {
     }
   }
 
-  /** The lease is the task's current one and has not run out; one that has is expired now. */
-  private holdsLiveLease(task: TaskRecord, leaseId: string, now: number): boolean {
-    if (task.status !== "running" || leaseIdOf(task) !== leaseId) return false;
+  /**
+   * The lease is the task's current one, held by this worker, and has not run out; one that has
+   * run out is expired now. Another worker presenting the lease id changes nothing.
+   */
+  private holdsLiveLease(
+    task: TaskRecord,
+    leaseId: string,
+    workerId: string,
+    now: number,
+  ): boolean {
+    if (task.status !== "running" || task.leaseId !== leaseId || task.leaseWorker !== workerId) {
+      return false;
+    }
     if (now < task.leaseExpiresAt) return true;
     this.expire(task, now);
     return false;
@@ -436,6 +550,7 @@ export class MemoryTaskStore implements TaskStore {
     if (completion.ok) {
       this.observer.attemptEnded("succeeded", runSeconds);
       task.result = completion.result === undefined ? null : completion.result;
+      task.resultMemoryBytes = completion.resultMemoryBytes ?? heapOf(task.result);
       task.error = undefined;
       this.finish(task, "succeeded", now);
       return;
@@ -446,6 +561,7 @@ export class MemoryTaskStore implements TaskStore {
         ? completion.error.slice(0, ERROR_MAX_CHARS)
         : completion.error;
     if (completion.retryable && task.attempts < task.maxAttempts) {
+      this.account(task);
       this.requeueAfter(task, this.backoffMs(task.attempts), now);
     } else {
       this.finish(task, "failed", now);
@@ -459,8 +575,10 @@ export class MemoryTaskStore implements TaskStore {
       now >= this.attemptDeadline(task)
         ? `attempt ${task.attempts} timed out after ${task.timeoutSeconds}s`
         : `attempt ${task.attempts} lost its lease (not renewed within ${this.leaseSeconds}s)`;
-    task.lease = 0;
+    task.leaseId = "";
+    task.leaseWorker = "";
     if (task.attempts < task.maxAttempts) {
+      this.account(task);
       this.requeueAfter(task, 0, now);
     } else {
       this.finish(task, "failed", now);
@@ -486,15 +604,28 @@ export class MemoryTaskStore implements TaskStore {
   }
 
   private finish(task: TaskRecord, status: "succeeded" | "failed", now: number): void {
+    // The task moves from the live part of the budget to the retained part.
+    this.liveBytes -= task.charge;
+    task.charge = 0;
     task.status = status;
     task.finishedAt = now;
     // The API never shows the payload of a finished task, so it need not be kept.
     task.payload = undefined;
+    this.account(task);
     if (status === "succeeded") this.succeededTotal++;
     else this.failedTotal++;
     this.observer.finished(status);
     this.finished.push(task);
     while (this.finished.length > this.resultMaxCount) {
+      this.drop(this.finished.shift() as TaskRecord);
+    }
+    // Over the budget, older results make room for this one; this one is kept even when it
+    // alone is too many (a completion cannot be refused without losing the work), and the
+    // next submissions are refused until the queue drains.
+    while (
+      this.liveBytes + this.retainedBytes > this.memoryBudgetBytes &&
+      this.finished.peek() !== task
+    ) {
       this.drop(this.finished.shift() as TaskRecord);
     }
     const waiters = this.finishWaiters.get(task.id);
@@ -503,6 +634,8 @@ export class MemoryTaskStore implements TaskStore {
 
   /** Forgets a finished task, and its idempotency key with it. */
   private drop(task: TaskRecord): void {
+    this.retainedBytes -= task.charge;
+    task.charge = 0;
     this.tasks.delete(task.id);
     if (task.idempotencyKey !== undefined && this.byKey.get(task.idempotencyKey) === task) {
       this.byKey.delete(task.idempotencyKey);
@@ -510,8 +643,24 @@ export class MemoryTaskStore implements TaskStore {
   }
 }
 
-function leaseIdOf(task: TaskRecord): string {
-  return task.lease === 0 ? "" : task.lease.toString(36);
+/** What a task counts against the memory budget: see `StoreStats.budgetUsedBytes`. */
+function chargeOf(task: TaskRecord): number {
+  return (
+    TASK_OVERHEAD_BYTES +
+    keyBytes(task.idempotencyKey) +
+    (task.payload === undefined ? 0 : task.payloadMemoryBytes) +
+    task.resultMemoryBytes +
+    (task.error === undefined ? 0 : HEAP_BYTES.string + 2 * task.error.length)
+  );
+}
+
+function keyBytes(key: string | undefined): number {
+  return key === undefined ? 0 : HEAP_BYTES.string + 2 * key.length;
+}
+
+/** The heap estimate of a value given to the store without one (no depth limit applies here). */
+function heapOf(value: unknown): number {
+  return measureHeap(value, Number.POSITIVE_INFINITY) as number;
 }
 
 function isFinished(task: TaskRecord): boolean {

@@ -13,6 +13,12 @@ export interface TaskSpec {
   idempotencyKey?: string | undefined;
   maxAttempts: number;
   timeoutSeconds: number;
+  /**
+   * The payload's size as JSON (UTF-8 bytes) and on the heap (an estimate), which the route has
+   * measured already; the store measures them itself when absent.
+   */
+  payloadBytes?: number;
+  payloadMemoryBytes?: number;
 }
 
 /** A task as the public API shows it. Times are milliseconds since the epoch. */
@@ -52,7 +58,7 @@ export interface LeaseRef {
 }
 
 export type Completion =
-  | { id: string; leaseId: string; ok: true; result?: unknown }
+  | { id: string; leaseId: string; ok: true; result?: unknown; resultMemoryBytes?: number }
   | { id: string; leaseId: string; ok: false; error: string; retryable: boolean };
 
 export type RejectReason = "not_found" | "lease_lost";
@@ -76,6 +82,28 @@ export interface StoreStats {
   retained: number;
   /** Distinct worker ids seen on the worker routes recently. */
   activeWorkers: number;
+  /**
+   * What the tasks held count against MEMORY_BUDGET_BYTES: the estimated heap size of queued and
+   * running payloads and of retained results and errors, plus a fixed overhead per task.
+   */
+  budgetUsedBytes: number;
+}
+
+/**
+ * Thrown by `submit` when the new tasks would take the store past its memory budget even with
+ * every retained result dropped; nothing of the submission is kept.
+ */
+export class OverBudgetError extends Error {
+  override name = "OverBudgetError";
+  constructor(
+    readonly budgetBytes: number,
+    readonly liveBytes: number,
+    readonly neededBytes: number,
+  ) {
+    super(
+      `the master holds ${liveBytes} bytes of queued and running tasks; ${neededBytes} more would exceed MEMORY_BUDGET_BYTES (${budgetBytes})`,
+    );
+  }
 }
 
 export interface TaskStore {
@@ -88,8 +116,10 @@ export interface TaskStore {
    */
   waitForFinish(id: string, timeoutMs: number, signal?: AbortSignal): Promise<TaskView | undefined>;
   /**
-   * Leases up to `max` queued tasks to `workerId`. When none is queued, waits up to `waitMs` for
-   * one (long poll); a task queued meanwhile is handed over at once.
+   * Leases up to `max` queued tasks to `workerId`, fewer when their payloads together would pass
+   * the store's byte cap for one answer (one task always goes). When none is queued, waits up to
+   * `waitMs` for one (long poll); a task queued meanwhile is handed over at once. A lease belongs
+   * to that worker: renewing, completing or releasing it under another `workerId` finds it lost.
    */
   lease(workerId: string, max: number, waitMs: number, signal?: AbortSignal): Promise<LeasedTask[]>;
   renew(
@@ -98,6 +128,12 @@ export interface TaskStore {
   ): Promise<{ renewed: string[]; lost: string[] }>;
   complete(workerId: string, results: readonly Completion[]): Promise<CompleteOutcome>;
   release(workerId: string, leases: readonly LeaseRef[]): Promise<{ released: string[] }>;
+  /**
+   * Ends leases that `lease` just granted but whose tasks could not be sent to the worker (their
+   * payload would not serialize): the attempt does not count, and the task fails for good with
+   * `error`, since the same payload will not serialize next time either.
+   */
+  failUnsent(workerId: string, leases: readonly LeaseRef[], error: string): Promise<void>;
   stats(): Promise<StoreStats>;
   /** Seconds a lease lasts unless renewed. */
   readonly leaseSeconds: number;

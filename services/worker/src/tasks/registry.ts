@@ -6,6 +6,27 @@ import type { TaskHandler } from "../task.js";
 /** Task types by name. */
 export type TaskRegistry = ReadonlyMap<string, TaskHandler>;
 
+/** The folder of the built-in task files: this file's own. */
+export const builtInTasksDirectory = path.dirname(fileURLToPath(import.meta.url));
+
+/** What the worker's main thread needs of the task files: where they are and the types they define. */
+export interface TaskCatalog {
+  /** The folder each task thread loads the handlers from. */
+  directory: string;
+  /** The task types, one per file. */
+  types: readonly string[];
+}
+
+/**
+ * Loads the task files once in the calling thread, so a broken file stops the worker at start with
+ * its name, and returns the types they define. The handlers themselves run in task threads, which
+ * load the same folder (task-thread.ts).
+ */
+export async function loadTaskCatalog(directory = builtInTasksDirectory): Promise<TaskCatalog> {
+  const registry = await loadTaskRegistry(directory);
+  return { directory, types: [...registry.keys()] };
+}
+
 const typePattern = /^[a-z0-9][a-z0-9_.-]*$/;
 
 /**
@@ -15,9 +36,7 @@ const typePattern = /^[a-z0-9][a-z0-9_.-]*$/;
  * skipped. Only files with this module's own extension count (`.js` when built, `.ts` under tsx),
  * so a stale build output next to the sources is never loaded twice.
  */
-export async function loadTaskRegistry(
-  directory = path.dirname(fileURLToPath(import.meta.url)),
-): Promise<TaskRegistry> {
+export async function loadTaskRegistry(directory = builtInTasksDirectory): Promise<TaskRegistry> {
   const ownFile = path.basename(fileURLToPath(import.meta.url));
   const extension = path.extname(ownFile);
   const registry = new Map<string, TaskHandler>();
