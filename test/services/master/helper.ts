@@ -85,6 +85,16 @@ export function api(
   });
 }
 
+/** A POST whose JSON body is sent as the text given, malformed or hostile as it may be. */
+export function postJsonText(app: App, url: string, text: string): Promise<InjectResponse> {
+  return app.inject({
+    method: "POST",
+    url,
+    headers: { "content-type": "application/json" },
+    payload: text,
+  });
+}
+
 export function worker(
   app: App,
   route: "lease" | "renew" | "complete" | "release",

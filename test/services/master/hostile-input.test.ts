@@ -11,6 +11,7 @@ import {
   API_TOKEN,
   api,
   leaseTasks,
+  postJsonText,
   startApp,
   submit,
   testConfig,
@@ -49,12 +50,7 @@ describe("payload depth", () => {
     const { app } = startApp(t);
     const neighbour = await submit(app, { type: "echo", payload: 1 });
     const body = `{"type":"echo","payload":${"[".repeat(4130)}${"]".repeat(4130)}}`;
-    const res = await app.inject({
-      method: "POST",
-      url: "/v1/tasks",
-      headers: { "content-type": "application/json" },
-      payload: body,
-    });
+    const res = await postJsonText(app, "/v1/tasks", body);
     assert.equal(res.statusCode, 400);
     assert.match(res.json().message, /^body\/payload nests .* deeper than the limit of 64 levels$/);
     const leased = await leaseTasks(app, 10);
@@ -244,12 +240,7 @@ describe("prototype keys in deep bodies", () => {
     const { app } = startApp(t);
     const depth = 20_000;
     const body = `{"type":"echo","payload":${'{"constructor":'.repeat(depth)}1${"}".repeat(depth)}}`;
-    const res = await app.inject({
-      method: "POST",
-      url: "/v1/tasks",
-      headers: { "content-type": "application/json" },
-      payload: body,
-    });
+    const res = await postJsonText(app, "/v1/tasks", body);
     assert.equal(res.statusCode, 400, res.body);
     assert.match(res.json().message, /deeper than the limit of 64 levels$/);
   });
@@ -258,12 +249,7 @@ describe("prototype keys in deep bodies", () => {
     const { app } = startApp(t);
     const depth = 20_000;
     const body = `{"type":"echo","payload":${'{"a":'.repeat(depth)}{"__proto__":{"admin":true}}${"}".repeat(depth)}}`;
-    const res = await app.inject({
-      method: "POST",
-      url: "/v1/tasks",
-      headers: { "content-type": "application/json" },
-      payload: body,
-    });
+    const res = await postJsonText(app, "/v1/tasks", body);
     assert.equal(res.statusCode, 400, res.body);
     assert.equal(
       res.json().message,
@@ -315,12 +301,7 @@ describe("requests to unknown routes", () => {
 
   it("checks the token before reading the body of a real route", async (t) => {
     const { app } = startApp(t, { env: { API_TOKEN } });
-    const res = await app.inject({
-      method: "POST",
-      url: "/v1/tasks",
-      headers: { "content-type": "application/json" },
-      payload: '{"a":',
-    });
+    const res = await postJsonText(app, "/v1/tasks", '{"a":');
     assert.equal(res.statusCode, 401);
   });
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { API_TOKEN, api, startApp, WORKER_TOKEN, worker } from "./helper.js";
+import { API_TOKEN, api, postJsonText, startApp, WORKER_TOKEN, worker } from "./helper.js";
 
 describe("bad requests", () => {
   const cases: { name: string; url: string; payload: string; status: number; message: RegExp }[] = [
@@ -104,12 +104,7 @@ describe("bad requests", () => {
   for (const c of cases) {
     it(`answers ${c.name} with ${c.status} naming the problem, and keeps serving`, async (t) => {
       const { app } = startApp(t);
-      const res = await app.inject({
-        method: "POST",
-        url: c.url,
-        headers: { "content-type": "application/json" },
-        payload: c.payload,
-      });
+      const res = await postJsonText(app, c.url, c.payload);
       assert.equal(res.statusCode, c.status, res.body);
       assert.equal(res.headers["content-type"], "application/json; charset=utf-8");
       const body = res.json();
