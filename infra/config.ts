@@ -102,6 +102,12 @@ export const configSpec = {
     description:
       "Comma-separated CIDR ranges allowed to reach the master's load balancer (e.g. 203.0.113.0/24,2001:db8::/32); empty allows any source.",
   },
+  metricsNamespaces: {
+    type: "string",
+    default: "",
+    description:
+      "Comma-separated namespaces whose pods may scrape the master's /metrics on its internal port (e.g. monitoring; gmp-system for Google Cloud Managed Service for Prometheus); empty allows none.",
+  },
   internalLoadBalancer: {
     type: "boolean",
     default: false,
@@ -285,6 +291,8 @@ export interface TaskfleetConfig {
   namespace: string;
   /** CIDR ranges allowed to reach the master's load balancer; empty: any source. */
   allowedSourceRanges: string[];
+  /** Namespaces whose pods may reach the master's internal port for `/metrics`. */
+  metricsNamespaces: string[];
   /** cluster=gke: an internal load balancer instead of an internet-facing one. */
   internalLoadBalancer: boolean;
   /** Images to deploy as they are instead of building them; undefined: built by the program. */
@@ -371,21 +379,15 @@ class Reader {
     return text as T;
   }
 
-  /** A comma-separated list of CIDR ranges, each checked; empty text is an empty list. */
-  cidrs(key: ConfigKey): string[] {
+  /** A comma-separated list, each item trimmed and checked; empty text is an empty list. */
+  list(key: ConfigKey, valid: (item: string) => boolean, expected: string): string[] {
     const text = this.string(key);
     if (text.trim() === "") return [];
-    const ranges = text.split(",").map((range) => range.trim());
-    for (const range of ranges) {
-      if (!isCidr(range)) {
-        throw invalid(
-          key,
-          text,
-          `"${range}" is not a CIDR range; use comma-separated ranges such as 203.0.113.0/24 or 2001:db8::/32`,
-        );
-      }
+    const items = text.split(",").map((item) => item.trim());
+    for (const item of items) {
+      if (!valid(item)) throw invalid(key, text, `"${item}" is not ${expected}`);
     }
-    return ranges;
+    return items;
   }
 
   matching(key: ConfigKey, pattern: RegExp, allowed: string): string {
@@ -566,7 +568,16 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
     kubeContext: optional(kubeContext),
     imageLoadCommand: optional(imageLoadCommand),
     namespace,
-    allowedSourceRanges: read.cidrs("allowedSourceRanges"),
+    allowedSourceRanges: read.list(
+      "allowedSourceRanges",
+      isCidr,
+      "a CIDR range; use comma-separated ranges such as 203.0.113.0/24 or 2001:db8::/32",
+    ),
+    metricsNamespaces: read.list(
+      "metricsNamespaces",
+      (name) => dnsLabel.test(name),
+      "a namespace name (a DNS label); use comma-separated names such as monitoring,gmp-system",
+    ),
     internalLoadBalancer,
     prebuiltImages: {
       master: imageReference(read, "masterImage"),

@@ -14,9 +14,14 @@ import {
   tokenFromEnvFinding,
 } from "./pod";
 
-/** The master's container port, named `http` (docs/protocol.md). */
+/** The master's public container port, named `http`: the client API and health (docs/protocol.md). */
 export const masterPort = 8080;
-/** The port of the master's Service, inside and outside the cluster. */
+/**
+ * The master's internal container port, named `internal`: the worker API, `/metrics` and the
+ * kubelet's probes; only the in-cluster Service reaches it.
+ */
+export const masterInternalPort = 8081;
+/** The port of both of the master's Services. */
 export const masterServicePort = 80;
 
 export interface MasterArgs {
@@ -72,15 +77,17 @@ export function masterServiceAnnotations(args: {
 }
 
 /**
- * The master: one pod behind a LoadBalancer Service, holding the tokens in a Secret it shares
- * with the workers. It has no PodDisruptionBudget: on a single replica any budget that protects
+ * The master: one pod behind two Services, holding the tokens in a Secret it shares with the
+ * workers. The LoadBalancer Service exposes the client API and health only; the worker API and
+ * `/metrics` are on a second port, behind a ClusterIP Service that the network policies open to
+ * the workers (and to metrics scrapers) only. It has no PodDisruptionBudget: on a single replica any budget that protects
  * it can never be met, so it would block every node drain, cluster autoscaler scale-down and GKE
  * upgrade (which then evicts anyway after an hour).
  */
 export class Master extends pulumi.ComponentResource {
   /** The Secret holding `apiToken` and `workerToken`. */
   public readonly tokenSecretName: pulumi.Output<string>;
-  /** `http://<service>.<namespace>.svc.cluster.local`, for the workers. */
+  /** `http://<internal service>.<namespace>.svc.cluster.local`, for the workers. */
   public readonly internalUrl: pulumi.Output<string>;
   /** `http://<address>` of the LoadBalancer; empty until it has an address. */
   public readonly url: pulumi.Output<string>;
@@ -141,9 +148,13 @@ export class Master extends pulumi.ComponentResource {
                   name: "master",
                   image: args.image.ref,
                   imagePullPolicy: args.image.pullPolicy,
-                  ports: [{ name: "http", containerPort: masterPort, protocol: "TCP" }],
+                  ports: [
+                    { name: "http", containerPort: masterPort, protocol: "TCP" },
+                    { name: "internal", containerPort: masterInternalPort, protocol: "TCP" },
+                  ],
                   env: [
                     { name: "PORT", value: String(masterPort) },
+                    { name: "INTERNAL_PORT", value: String(masterInternalPort) },
                     // Every interface: the kubelet's probes and the Service reach the pod's IP.
                     { name: "HOST", value: "0.0.0.0" },
                     secretEnv("API_TOKEN", "apiToken"),
@@ -160,14 +171,16 @@ export class Master extends pulumi.ComponentResource {
                     },
                     { name: "LOG_LEVEL", value: args.logLevel },
                   ],
+                  // On the internal port, which has its own connection cap: a client holding every
+                  // connection of the public port cannot make the kubelet restart the master.
                   readinessProbe: {
-                    httpGet: { path: "/readyz", port: "http" },
+                    httpGet: { path: "/readyz", port: "internal" },
                     periodSeconds: 5,
                     timeoutSeconds: 2,
                     failureThreshold: 2,
                   },
                   livenessProbe: {
-                    httpGet: { path: "/healthz", port: "http" },
+                    httpGet: { path: "/healthz", port: "internal" },
                     initialDelaySeconds: 5,
                     periodSeconds: 10,
                     timeoutSeconds: 3,
@@ -206,8 +219,29 @@ export class Master extends pulumi.ComponentResource {
       { parent: this, dependsOn: [deployment] },
     );
 
+    // The worker API and /metrics, inside the cluster only.
+    const internalService = new k8s.core.v1.Service(
+      `${name}-internal`,
+      {
+        metadata: { namespace: args.namespace, labels },
+        spec: {
+          type: "ClusterIP",
+          selector,
+          ports: [
+            {
+              name: "internal",
+              port: masterServicePort,
+              targetPort: "internal",
+              protocol: "TCP",
+            },
+          ],
+        },
+      },
+      { parent: this, dependsOn: [deployment] },
+    );
+
     this.serviceName = service.metadata.name;
-    this.internalUrl = pulumi.interpolate`http://${service.metadata.name}.${service.metadata.namespace}.svc.cluster.local:${masterServicePort}`;
+    this.internalUrl = pulumi.interpolate`http://${internalService.metadata.name}.${internalService.metadata.namespace}.svc.cluster.local:${masterServicePort}`;
     this.url = service.status.apply(loadBalancerUrl);
 
     this.registerOutputs({

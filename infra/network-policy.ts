@@ -1,6 +1,6 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import { masterPort } from "./master";
+import { masterInternalPort, masterPort } from "./master";
 import { appLabels } from "./pod";
 
 export interface NetworkPoliciesArgs {
@@ -10,12 +10,21 @@ export interface NetworkPoliciesArgs {
   masterSelector: Record<string, string>;
   /** Selector labels of the worker pods. */
   workerSelector: Record<string, string>;
+  /** Namespaces whose pods may scrape the master's `/metrics` on its internal port. */
+  metricsNamespaces: string[];
+}
+
+/** A NetworkPolicy peer: every pod of the namespace named. */
+function namespacePeer(name: string) {
+  return { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": name } } };
 }
 
 /**
  * What may talk to what in the stack's namespace: nothing, except clients (through the load
- * balancer) to the master's port, and workers to the master and to the cluster's DNS. A pod that
- * is compromised cannot reach anything else in or out of the cluster.
+ * balancer) to the master's public port, workers (and metrics scrapers, from config) to its
+ * internal port, and workers to the cluster's DNS. A pod that is compromised cannot reach
+ * anything else in or out of the cluster. The kubelet's probes come from the node, which
+ * Kubernetes never lets a policy block.
  */
 export class NetworkPolicies extends pulumi.ComponentResource {
   constructor(name: string, args: NetworkPoliciesArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -31,7 +40,8 @@ export class NetworkPolicies extends pulumi.ComponentResource {
     );
 
     // Clients arrive through the load balancer from addresses that cannot be listed here; the
-    // Service's allowedSourceRanges restricts them at the load balancer.
+    // Service's allowedSourceRanges restricts them at the load balancer. The internal port
+    // (the worker API and /metrics) takes the workers and the scrapers named in config only.
     new k8s.networking.v1.NetworkPolicy(
       `${name}-master-ingress`,
       {
@@ -39,7 +49,16 @@ export class NetworkPolicies extends pulumi.ComponentResource {
         spec: {
           podSelector: { matchLabels: args.masterSelector },
           policyTypes: ["Ingress"],
-          ingress: [{ ports: [{ protocol: "TCP", port: masterPort }] }],
+          ingress: [
+            { ports: [{ protocol: "TCP", port: masterPort }] },
+            {
+              from: [
+                { podSelector: { matchLabels: args.workerSelector } },
+                ...args.metricsNamespaces.map(namespacePeer),
+              ],
+              ports: [{ protocol: "TCP", port: masterInternalPort }],
+            },
+          ],
         },
       },
       { parent: this },
@@ -53,20 +72,15 @@ export class NetworkPolicies extends pulumi.ComponentResource {
           podSelector: { matchLabels: args.workerSelector },
           policyTypes: ["Egress"],
           egress: [
-            // The master, by its pods: a Service's traffic is matched after it reaches a pod.
+            // The master's internal port, by its pods: a Service's traffic is matched after it
+            // reaches a pod.
             {
               to: [{ podSelector: { matchLabels: args.masterSelector } }],
-              ports: [{ protocol: "TCP", port: masterPort }],
+              ports: [{ protocol: "TCP", port: masterInternalPort }],
             },
             // The master Service's name, resolved by the cluster DNS.
             {
-              to: [
-                {
-                  namespaceSelector: {
-                    matchLabels: { "kubernetes.io/metadata.name": "kube-system" },
-                  },
-                },
-              ],
+              to: [namespacePeer("kube-system")],
               ports: [
                 { protocol: "UDP", port: 53 },
                 { protocol: "TCP", port: 53 },

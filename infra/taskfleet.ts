@@ -132,6 +132,7 @@ export function createTaskfleet(config: TaskfleetConfig): TaskfleetOutputs {
       namespace: namespace.metadata.name,
       masterSelector: master.podSelector,
       workerSelector: workers.podSelector,
+      metricsNamespaces: config.metricsNamespaces,
     },
     { providers: [cluster.provider] },
   );

@@ -73,7 +73,7 @@ describe("the real engine against a real API server", () => {
       ["kubernetes:core/v1:Namespace", 1],
       ["kubernetes:core/v1:Secret", 1],
       [Deployment, 2],
-      ["kubernetes:core/v1:Service", 1],
+      ["kubernetes:core/v1:Service", 2],
       [Hpa, 1],
       ["pulumi:providers:kubernetes", 1],
     ] as const) {
@@ -131,13 +131,24 @@ describe("the real engine against a real API server", () => {
     assert.match(refused.stderr, /violates PodSecurity "restricted/);
   });
 
-  step("the autoscaler is accepted and owns the workers; the Service has an address", () => {
+  step("the autoscaler is accepted and owns the workers; the load balancer has an address", () => {
     const [hpa, ...others] = json(["-n", e2e.namespace, "get", "hpa"]).items;
     assert.deepEqual(others, []);
     assert.equal(hpa.spec.maxReplicas, workerMaxReplicas);
     assert.equal(hpa.spec.scaleTargetRef.kind, "Deployment");
-    const [service] = json(["-n", e2e.namespace, "get", "services"]).items;
-    assert.equal(service.spec.type, "LoadBalancer");
+    const services = json(["-n", e2e.namespace, "get", "services"]).items;
+    // The load balancer takes the client API's port only; the worker API stays in the cluster.
+    assert.deepEqual(
+      services
+        .map((s: { spec: { type: string; ports: { targetPort: string }[] } }) =>
+          [s.spec.type, ...s.spec.ports.map((p) => p.targetPort)].join(" "),
+        )
+        .sort(),
+      ["ClusterIP internal", "LoadBalancer http"],
+    );
+    const service = services.find(
+      (s: { spec: { type: string } }) => s.spec.type === "LoadBalancer",
+    );
     if (e2e.mode === "toolchain") {
       // kwok's stage plays the cloud's load balancer; kind has none without cloud-provider-kind.
       assert.ok(service.status.loadBalancer.ingress?.[0]?.ip, JSON.stringify(service.status));

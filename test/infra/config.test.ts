@@ -162,6 +162,11 @@ const rejected: [string, Record<string, string>, string][] = [
     'Invalid config taskfleet:allowedSourceRanges = "203.0.113.0/33": "203.0.113.0/33" is not a CIDR range; use comma-separated ranges such as 203.0.113.0/24 or 2001:db8::/32.',
   ],
   [
+    "a metrics namespace that is not a namespace name",
+    { "taskfleet:metricsNamespaces": "monitoring,Kube_System" },
+    'Invalid config taskfleet:metricsNamespaces = "monitoring,Kube_System": "Kube_System" is not a namespace name (a DNS label); use comma-separated names such as monitoring,gmp-system.',
+  ],
+  [
     "a node disk too small to boot",
     { ...gke, "taskfleet:nodeDiskSizeGb": "5" },
     'Invalid config taskfleet:nodeDiskSizeGb = "5": must be an integer from 10 to 65536.',

@@ -84,6 +84,34 @@ describe("the master's load balancer", () => {
   });
 });
 
+describe("the master's internal port", () => {
+  it("is open to the pods of the configured metrics namespaces, and to the workers", async () => {
+    const policy = inputs(
+      findResource(
+        await evaluateStack("prod", { "taskfleet:metricsNamespaces": "monitoring, gmp-system" }),
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        "network-master-ingress",
+      ),
+    );
+    const internal = policy.spec.ingress.find(
+      (rule: { ports: { port: number }[] }) => rule.ports[0]?.port === 8081,
+    );
+    assert.deepEqual(
+      internal.from.map((peer: Record<string, unknown>) => Object.keys(peer)[0]),
+      ["podSelector", "namespaceSelector", "namespaceSelector"],
+    );
+    assert.deepEqual(
+      internal.from
+        .slice(1)
+        .map(
+          (peer: { namespaceSelector: { matchLabels: Record<string, string> } }) =>
+            peer.namespaceSelector.matchLabels["kubernetes.io/metadata.name"],
+        ),
+      ["monitoring", "gmp-system"],
+    );
+  });
+});
+
 describe("the kind cluster's create step", () => {
   /** Runs the create script with a fake `kind` that keeps its clusters in a file. */
   function runCreate(dir: string) {

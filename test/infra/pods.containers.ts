@@ -55,6 +55,7 @@ describe("the program's pods, run as containers", () => {
   let workers: Json;
   let secret: Json;
   let port: number;
+  let internalPort: number;
 
   before(async () => {
     evaluation = await evaluateStack("dev");
@@ -70,6 +71,7 @@ describe("the program's pods, run as containers", () => {
       });
     }
     port = await freeLocalPort();
+    internalPort = await freeLocalPort();
   });
 
   after(async () => {
@@ -85,19 +87,57 @@ describe("the program's pods, run as containers", () => {
   it("starts the master with the program's environment and passes both of its probes", async () => {
     const container = master.spec.template.spec.containers[0];
     const env = resolvedEnv(container, secret);
-    // The one change: host networking here, so the container port becomes a free host port.
-    assert.equal(env.PORT, String(container.ports[0].containerPort));
+    // The one change: host networking here, so each container port becomes a free host port.
+    const hostPorts = new Map<string, number>([
+      ["http", port],
+      ["internal", internalPort],
+    ]);
+    const named = new Map<string, number>(
+      container.ports.map((p: Json) => [p.name, p.containerPort]),
+    );
+    assert.deepEqual([...named.keys()], [...hostPorts.keys()]);
+    assert.equal(env.PORT, String(named.get("http")));
+    assert.equal(env.INTERNAL_PORT, String(named.get("internal")));
     env.PORT = String(port);
+    env.INTERNAL_PORT = String(internalPort);
     await fleet.start({ name: `${prefix}-master`, image: tags.master, env });
     for (const probe of [container.readinessProbe, container.livenessProbe]) {
-      assert.equal(probe.httpGet.port, "http");
+      const probePort = hostPorts.get(probe.httpGet.port);
+      assert.ok(probePort, `the probe's port ${probe.httpGet.port} is not a container port`);
       await poll(`GET ${probe.httpGet.path}`, 50, 200, async () => {
-        const response = await fetch(`http://127.0.0.1:${port}${probe.httpGet.path}`, {
+        const response = await fetch(`http://127.0.0.1:${probePort}${probe.httpGet.path}`, {
           signal: AbortSignal.timeout(2000),
         });
         return response.status === 200 ? true : undefined;
       });
     }
+  });
+
+  it("keeps the worker API and /metrics off the port the load balancer exposes", async () => {
+    const services = evaluation.resources
+      .filter((r) => r.type === "kubernetes:core/v1:Service")
+      .map((r) => inputs(r));
+    const exposed = services.find((s: Json) => s.spec.type === "LoadBalancer");
+    assert.deepEqual(
+      exposed.spec.ports.map((p: Json) => p.targetPort),
+      ["http"],
+    );
+    const workerToken = secret.stringData.workerToken as string;
+    const lease = await fetch(`http://127.0.0.1:${port}/worker/v1/lease`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${workerToken}`, "content-type": "application/json" },
+      body: JSON.stringify({ workerId: "outsider", max: 1 }),
+      signal: AbortSignal.timeout(2000),
+    });
+    assert.equal(lease.status, 404);
+    const metrics = await fetch(`http://127.0.0.1:${port}/metrics`, {
+      signal: AbortSignal.timeout(2000),
+    });
+    assert.equal(metrics.status, 404);
+    const internalMetrics = await fetch(`http://127.0.0.1:${internalPort}/metrics`, {
+      signal: AbortSignal.timeout(2000),
+    });
+    assert.equal(internalMetrics.status, 200);
   });
 
   it("runs a task through a worker started with the program's environment, using the apiToken output", async () => {
@@ -106,9 +146,9 @@ describe("the program's pods, run as containers", () => {
     // The cluster DNS name resolves only inside the cluster.
     assert.match(
       env.MASTER_URL ?? "",
-      /^http:\/\/[a-z0-9-]+\.taskfleet-dev\.svc\.cluster\.local:80$/,
+      /^http:\/\/master-internal-[a-z0-9]+\.taskfleet-dev\.svc\.cluster\.local:80$/,
     );
-    env.MASTER_URL = `http://127.0.0.1:${port}`;
+    env.MASTER_URL = `http://127.0.0.1:${internalPort}`;
     await fleet.start({ name: `${prefix}-worker`, image: tags.worker, env });
 
     const apiToken = evaluation.outputs.apiToken;

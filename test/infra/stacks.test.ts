@@ -158,12 +158,30 @@ for (const stack of stacks) {
       assert.equal(master.spec.strategy.type, "Recreate");
     });
 
-    it("serves the master on a container port named http, probed on /healthz and /readyz", () => {
+    it("serves the master on a public port named http and an internal one, probed on the internal one", () => {
       const container = onlyContainer(master);
-      assert.deepEqual(container.ports, [{ name: "http", containerPort: 8080, protocol: "TCP" }]);
+      assert.deepEqual(container.ports, [
+        { name: "http", containerPort: 8080, protocol: "TCP" },
+        { name: "internal", containerPort: 8081, protocol: "TCP" },
+      ]);
       assert.equal(envOf(container, "PORT").value, "8080");
-      assert.deepEqual(container.livenessProbe.httpGet, { path: "/healthz", port: "http" });
-      assert.deepEqual(container.readinessProbe.httpGet, { path: "/readyz", port: "http" });
+      assert.equal(envOf(container, "INTERNAL_PORT").value, "8081");
+      assert.deepEqual(container.livenessProbe.httpGet, { path: "/healthz", port: "internal" });
+      assert.deepEqual(container.readinessProbe.httpGet, { path: "/readyz", port: "internal" });
+    });
+
+    it("exposes only the public port through the load balancer, the internal one in the cluster", () => {
+      const services = resourcesOfType(evaluation, Service).map(inputs);
+      assert.deepEqual(
+        services.map((service: Json) => [service.spec.type, service.spec.ports]).sort(),
+        [
+          ["ClusterIP", [{ name: "internal", port: 80, targetPort: "internal", protocol: "TCP" }]],
+          ["LoadBalancer", [{ name: "http", port: 80, targetPort: "http", protocol: "TCP" }]],
+        ],
+      );
+      for (const service of services) {
+        assert.deepEqual(service.spec.selector, master.spec.selector.matchLabels);
+      }
     });
 
     it("passes the configured settings to the master", () => {
@@ -229,7 +247,7 @@ for (const stack of stacks) {
       }
     });
 
-    it("lets in only clients to the master's port, and out only workers to the master and DNS", () => {
+    it("lets clients into the master's public port, only workers and scrapers into its internal one, and workers out only to it and DNS", () => {
       const policies = resourcesOfType(
         evaluation,
         "kubernetes:networking.k8s.io/v1:NetworkPolicy",
@@ -242,8 +260,22 @@ for (const stack of stacks) {
         Object.entries(p.spec.podSelector.matchLabels ?? {}).every(([k, v]) => pod[k] === v);
       const rules = (pod: Record<string, string>, kind: "ingress" | "egress") =>
         policies.filter((p: Json) => selects(p, pod)).flatMap((p: Json) => p.spec[kind] ?? []);
-      const port = onlyContainer(master).ports[0].containerPort;
-      assert.deepEqual(rules(masterPods, "ingress"), [{ ports: [{ protocol: "TCP", port }] }]);
+      const [publicPort, internalPort] = onlyContainer(master).ports.map(
+        (p: Json) => p.containerPort,
+      );
+      const workerPeer = { podSelector: { matchLabels: workers.spec.selector.matchLabels } };
+      assert.deepEqual(rules(masterPods, "ingress"), [
+        { ports: [{ protocol: "TCP", port: publicPort }] },
+        {
+          from: [
+            workerPeer,
+            ...config.metricsNamespaces.map((name) => ({
+              namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": name } },
+            })),
+          ],
+          ports: [{ protocol: "TCP", port: internalPort }],
+        },
+      ]);
       assert.deepEqual(rules(masterPods, "egress"), []);
       assert.deepEqual(rules(workerPods, "ingress"), []);
       const egress = rules(workerPods, "egress");
@@ -251,7 +283,7 @@ for (const stack of stacks) {
       assert.deepEqual(egress[0].to, [
         { podSelector: { matchLabels: master.spec.selector.matchLabels } },
       ]);
-      assert.deepEqual(egress[0].ports, [{ protocol: "TCP", port }]);
+      assert.deepEqual(egress[0].ports, [{ protocol: "TCP", port: internalPort }]);
       assert.deepEqual(
         egress[1].ports.map((p: Json) => p.port),
         [53, 53],
@@ -270,8 +302,8 @@ for (const stack of stacks) {
       assert.equal(workers.spec.replicas, undefined);
     });
 
-    it("points workers at the master Service's cluster DNS name", () => {
-      const service = inputs(findResource(evaluation, Service, "master"));
+    it("points workers at the master's internal Service by its cluster DNS name", () => {
+      const service = inputs(findResource(evaluation, Service, "master-internal"));
       const expected = `http://${service.metadata.name}.${config.namespace}.svc.cluster.local:80`;
       assert.equal(envOf(onlyContainer(workers), "MASTER_URL").value, expected);
       assert.equal(plainOutput(evaluation, "masterInternalUrl"), expected);

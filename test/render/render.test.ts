@@ -65,6 +65,7 @@ describe("npm run render", () => {
       "Deployment",
       "Deployment",
       "Service",
+      "Service",
       "HorizontalPodAutoscaler",
     ]);
   });
@@ -95,7 +96,7 @@ describe("npm run render", () => {
     assert.match(prod, /^ {2}name: workers-<random suffix>$/m);
     assert.match(
       prod,
-      /value: http:\/\/master-<random suffix>\.taskfleet-prod\.svc\.cluster\.local:80$/m,
+      /value: http:\/\/master-internal-<random suffix>\.taskfleet-prod\.svc\.cluster\.local:80$/m,
     );
     assert.match(baseline.get("prod/cloud.yaml") ?? "", /^ {2}masterUrl: http:\/\/<ip address>$/m);
     for (const [file, text] of baseline) {

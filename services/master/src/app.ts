@@ -13,6 +13,7 @@ import {
   TIMEOUT_CHECK_INTERVAL_MS,
 } from "./limits.js";
 import { createMetrics } from "./metrics.js";
+import { exposureOf, InternalListener } from "./ports.js";
 import { healthRoutes } from "./routes/health.js";
 import { taskRoutes } from "./routes/tasks.js";
 import { workerRoutes } from "./routes/worker.js";
@@ -23,13 +24,20 @@ declare module "fastify" {
   interface FastifyInstance {
     /** The store behind every route; the process drains it on SIGTERM. */
     taskStore: TaskStore;
+    /**
+     * The second port, built (not listening) when `config.internalPort` is set: `server.ts`
+     * starts it after `listen`, and closing the app closes it.
+     */
+    internalListener: InternalListener | undefined;
   }
 }
 
 export type AppConfig = Omit<
   MasterConfig,
   "port" | "host" | "shutdownGraceSeconds" | "shutdownDrainSeconds"
->;
+> &
+  // Tests that build an app for `inject` may leave it out: everything on one port.
+  Partial<Pick<MasterConfig, "internalPort">>;
 
 /** Answers sent while the master drains carry this header (docs/api.md, "Shutdown"). */
 export const DRAINING_HEADER = "taskfleet-draining";
@@ -100,6 +108,11 @@ export function buildApp(options: AppOptions): FastifyInstance {
   // Past this many open sockets new ones are closed at once: a flood of connections costs
   // the master a bounded amount of memory instead of all of it.
   app.server.maxConnections = config.maxConnections;
+  const internal =
+    config.internalPort === undefined
+      ? undefined
+      : new InternalListener(app.server, config.maxConnections);
+  app.decorate("internalListener", internal);
 
   // Only JSON is accepted. The parser is our own so that a syntax error says where it is.
   app.removeAllContentTypeParsers();
@@ -117,8 +130,24 @@ export function buildApp(options: AppOptions): FastifyInstance {
   const apiAuth = config.apiToken === undefined ? undefined : requireBearer(config.apiToken);
   const workerAuth = requireBearer(config.workerToken);
   app.addHook("onRequest", async (request, reply) => {
-    if (!request.is404) return;
     const path = request.url.split("?", 1)[0] as string;
+    // With two ports, a route exists only on its own: the load balancer's port shows nothing of
+    // the worker API or the metrics, not even whether a token is right.
+    if (internal !== undefined) {
+      const port = internal.accepted(request.raw.socket) ? "internal" : "public";
+      const exposure = exposureOf(path);
+      if (exposure !== "both" && exposure !== port) {
+        return reply
+          .code(404)
+          .send(
+            errorBody(
+              404,
+              `no route for ${request.method} ${path} on this port; the ${exposure === "public" ? "client API is served on the master's public port" : "worker API and /metrics are served on the master's internal port"}`,
+            ),
+          );
+      }
+    }
+    if (!request.is404) return;
     const auth =
       path === "/v1" || path.startsWith("/v1/")
         ? apiAuth
@@ -188,6 +217,11 @@ export function buildApp(options: AppOptions): FastifyInstance {
     completeBodyLimitBytes: completeBodyLimitBytes(config.bodyLimitBytes),
   });
 
+  // Both ports stop taking connections together when closing begins.
+  app.addHook("preClose", (done) => {
+    internal?.close();
+    done();
+  });
   app.addHook("onClose", async () => {
     await store.close();
   });

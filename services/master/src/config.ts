@@ -4,6 +4,11 @@ import { z } from "zod";
 /** The master's settings, read once from the environment (see docs/protocol.md). */
 export interface MasterConfig {
   port: number;
+  /**
+   * When set, the worker API and `/metrics` are served on this port only, and the client API on
+   * `port` only (health on both); unset, everything is on `port`.
+   */
+  internalPort: number | undefined;
   host: string;
   /** When set, `/v1/*` needs `Authorization: Bearer <apiToken>`. */
   apiToken: string | undefined;
@@ -42,12 +47,18 @@ export class ConfigError extends Error {
 }
 
 // Each variable is parsed from its raw string so the message can quote exactly what was given.
-function integer(name: string, min: number, max: number, fallback: number) {
+// An unset variable takes `fallback` (undefined for one that is off unless set).
+function integer<Fallback extends number | undefined>(
+  name: string,
+  min: number,
+  max: number,
+  fallback: Fallback,
+) {
   const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`;
   return z
     .string()
     .optional()
-    .transform((raw, ctx) => {
+    .transform((raw, ctx): number | Fallback => {
       if (raw === undefined) return fallback;
       const value = /^[0-9]+$/.test(raw) ? Number(raw) : Number.NaN;
       if (!Number.isSafeInteger(value) || value < min || value > max) {
@@ -86,6 +97,7 @@ const hostname =
 
 const envSchema = z.object({
   PORT: integer("PORT", 1, 65535, 8080),
+  INTERNAL_PORT: integer("INTERNAL_PORT", 1, 65535, undefined),
   HOST: z
     .string()
     .optional()
@@ -150,6 +162,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): MasterConfig {
       `HEADERS_TIMEOUT_SECONDS (${e.HEADERS_TIMEOUT_SECONDS}) must not be larger than REQUEST_TIMEOUT_SECONDS (${e.REQUEST_TIMEOUT_SECONDS})`,
     );
   }
+  if (e.INTERNAL_PORT === e.PORT) {
+    conflicts.push(
+      `INTERNAL_PORT (${e.INTERNAL_PORT}) must differ from PORT: the worker API and the client API are kept apart by port`,
+    );
+  }
   if (e.MEMORY_BUDGET_BYTES < e.BODY_LIMIT_BYTES) {
     conflicts.push(
       `MEMORY_BUDGET_BYTES (${e.MEMORY_BUDGET_BYTES}) must be at least BODY_LIMIT_BYTES (${e.BODY_LIMIT_BYTES}), or a task of the largest size could never be queued`,
@@ -158,6 +175,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): MasterConfig {
   if (conflicts.length > 0) throw new ConfigError(conflicts);
   return {
     port: e.PORT,
+    internalPort: e.INTERNAL_PORT,
     // Without an API token anyone who reaches the port can submit tasks: listen on every
     // interface (as in a pod, which always has a token) only when asked to.
     host: e.HOST ?? (e.API_TOKEN === undefined ? "127.0.0.1" : "0.0.0.0"),

@@ -62,6 +62,9 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => void stop("SIGINT"));
 
   await app.listen({ port: config.port, host: config.host });
+  if (config.internalPort !== undefined) {
+    await app.internalListener?.listen(config.internalPort, config.host);
+  }
   const { apiToken, workerToken, ...settings } = config;
   app.log.info({ ...settings, apiAuth: apiToken !== undefined }, "master ready");
   // V8 sizes its heap from the container's memory limit (about half of it), not from the

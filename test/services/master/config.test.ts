@@ -18,6 +18,7 @@ describe("master configuration", () => {
   it("applies the documented defaults when only WORKER_TOKEN is set", () => {
     assert.deepEqual(loadConfig(valid), {
       port: 8080,
+      internalPort: undefined,
       host: "127.0.0.1",
       apiToken: undefined,
       workerToken: "w",
@@ -48,6 +49,7 @@ describe("master configuration", () => {
   it("reads every variable", () => {
     const config = loadConfig({
       PORT: "9000",
+      INTERNAL_PORT: "9001",
       HOST: "127.0.0.1",
       API_TOKEN: "a",
       WORKER_TOKEN: "w",
@@ -67,6 +69,7 @@ describe("master configuration", () => {
       LOG_LEVEL: "debug",
     });
     assert.equal(config.port, 9000);
+    assert.equal(config.internalPort, 9001);
     assert.equal(config.host, "127.0.0.1");
     assert.equal(config.apiToken, "a");
     assert.equal(config.leaseSeconds, 5);
@@ -91,6 +94,7 @@ describe("master configuration", () => {
     ["PORT", "65536", 'PORT must be an integer from 1 to 65535 (got "65536")'],
     ["PORT", "80.5", 'PORT must be an integer from 1 to 65535 (got "80.5")'],
     ["PORT", "", 'PORT must be an integer from 1 to 65535 (got "")'],
+    ["INTERNAL_PORT", "0", 'INTERNAL_PORT must be an integer from 1 to 65535 (got "0")'],
     [
       "HOST",
       "not a host",
@@ -154,11 +158,14 @@ describe("master configuration", () => {
       problemsFor({
         ...valid,
         HEADERS_TIMEOUT_SECONDS: "31",
+        PORT: "8080",
+        INTERNAL_PORT: "8080",
         BODY_LIMIT_BYTES: "2000000",
         MEMORY_BUDGET_BYTES: "1999999",
       }),
       [
         "HEADERS_TIMEOUT_SECONDS (31) must not be larger than REQUEST_TIMEOUT_SECONDS (30)",
+        "INTERNAL_PORT (8080) must differ from PORT: the worker API and the client API are kept apart by port",
         "MEMORY_BUDGET_BYTES (1999999) must be at least BODY_LIMIT_BYTES (2000000), or a task of the largest size could never be queued",
       ],
     );

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import { connect, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import { freePort, startMaster, waitFor } from "./process.js";
 
@@ -134,5 +135,90 @@ describe("master process", () => {
     const messages = master.lines().map((line) => line.msg);
     assert.ok(messages.includes("draining"));
     assert.ok(messages.includes("stopped"));
+  });
+
+  it("with INTERNAL_PORT keeps the worker API and /metrics off the public port, each port with its own connection cap", async (t) => {
+    const [port, internalPort] = [await freePort(), await freePort()];
+    const master = startMaster({
+      PORT: String(port),
+      INTERNAL_PORT: String(internalPort),
+      HOST: "127.0.0.1",
+      API_TOKEN: "a",
+      WORKER_TOKEN: "w",
+      MAX_CONNECTIONS: "4",
+      SHUTDOWN_GRACE_SECONDS: "10",
+      SHUTDOWN_DRAIN_SECONDS: "1",
+    });
+    const idle: Socket[] = [];
+    t.after(() => {
+      for (const socket of idle) socket.destroy();
+      master.child.kill("SIGKILL");
+    });
+    await waitFor(() => master.lines().some((line) => line.msg === "master ready"), "ready");
+    const call = (onPort: number, method: string, route: string, token?: string, body?: object) =>
+      fetch(`http://127.0.0.1:${onPort}${route}`, {
+        method,
+        headers: {
+          ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    const lease = { workerId: "w1", max: 1 };
+
+    // A client holding every connection the public port allows locks out neither the workers
+    // nor the kubelet's probes, which come in on the internal port.
+    const open = async () => {
+      const socket = connect(port, "127.0.0.1");
+      idle.push(socket);
+      await once(socket, "connect");
+      return socket;
+    };
+    for (let i = 0; i < 4; i++) await open();
+    const fifth = await open();
+    await once(fifth, "close");
+    assert.equal((await call(internalPort, "GET", "/healthz")).status, 200);
+    assert.equal((await call(internalPort, "GET", "/readyz")).status, 200);
+    for (const socket of idle) socket.destroy();
+    await waitFor(() => idle.every((socket) => socket.destroyed), "the idle connections to close");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+
+    // The public port: the client API and health; the worker API and metrics are not there,
+    // even with the right token.
+    const submitted = await call(port, "POST", "/v1/tasks", "a", { type: "echo", payload: 1 });
+    assert.equal(submitted.status, 202);
+    const { id } = (await submitted.json()) as { id: string };
+    assert.equal((await call(port, "GET", "/healthz")).status, 200);
+    assert.equal((await call(port, "GET", "/readyz")).status, 200);
+    const hidden = await call(port, "POST", "/worker/v1/lease", "w", lease);
+    assert.equal(hidden.status, 404);
+    assert.match(
+      ((await hidden.json()) as { message: string }).message,
+      /served on the master's internal port/,
+    );
+    assert.equal((await call(port, "GET", "/metrics")).status, 404);
+
+    // The internal port: the worker API, metrics and health; no client API.
+    const leased = await call(internalPort, "POST", "/worker/v1/lease", "w", lease);
+    assert.equal(leased.status, 200);
+    const { tasks } = (await leased.json()) as { tasks: { id: string }[] };
+    assert.deepEqual(
+      tasks.map((task) => task.id),
+      [id],
+    );
+    const metrics = await call(internalPort, "GET", "/metrics");
+    assert.equal(metrics.status, 200);
+    assert.match(await metrics.text(), /taskfleet_tasks/);
+    assert.equal((await call(internalPort, "GET", "/healthz")).status, 200);
+    assert.equal((await call(internalPort, "GET", `/v1/tasks/${id}`, "a")).status, 404);
+
+    // SIGTERM drains and closes both ports.
+    master.child.kill("SIGTERM");
+    const [code] = await once(master.child, "exit");
+    assert.equal(code, 0);
+    for (const closed of [port, internalPort]) {
+      const error = await call(closed, "GET", "/healthz").catch((e: Error) => e);
+      assert.ok(error instanceof Error, `port ${closed} still answers after exit`);
+    }
   });
 });
