@@ -2,7 +2,7 @@
  * `npm run bench [-- --quick]`: taskfleet against BullMQ on Redis, on this machine, in one run.
  * Starts everything itself on 127.0.0.1 (a taskfleet master and workers, a redis-server and BullMQ
  * workers, all as child processes), alternates the two systems run by run, and writes the medians
- * as a table, a JSON file and an SVG chart under bench/results/. See docs/performance.md.
+ * as a table, a JSON file and a markdown file under bench/results/. See docs/performance.md.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -13,7 +13,7 @@ import { fromRepoRoot, repoRoot } from "../infra/service-builds.js";
 import { hotSpots } from "./lib/cpu-profile.js";
 import { stopAllChildren } from "./lib/processes.js";
 import { round } from "./lib/stats.js";
-import { figures, markdownTable, medians, svgChart, systemLabels, systemOrder } from "./report.js";
+import { figures, markdownTable, medians, systemLabels, systemOrder } from "./report.js";
 import {
   type BenchConfig,
   type RoundResult,
@@ -59,13 +59,13 @@ const QUICK: Omit<BenchConfig, "profileDir"> = {
 
 const USAGE = `usage: npm run bench -- [--quick] [--rounds N] [--workers N] [--concurrency N] [--profile]
                                   [--redraw results.json]
-  --quick          one smaller round (about a minute); writes bench/results/quick.{json,svg,md}
+  --quick          one smaller round (about a minute); writes bench/results/quick.{json,md}
   --rounds N       rounds of A/B alternation (full: ${FULL.rounds}, quick: ${QUICK.rounds})
   --workers N      worker processes per system for throughput and latency (default ${FULL.workers})
   --concurrency N  tasks each worker runs at once (default ${FULL.concurrency})
   --profile        CPU-profile taskfleet's master during throughput runs (node --cpu-prof) and
                    print its hot spots; profiles go to bench/results/profiles/
-  --redraw FILE    redraw the table, chart and markdown from a results JSON, without running`;
+  --redraw FILE    rewrite the table and markdown from a results JSON, without running`;
 
 interface Results {
   mode: BenchConfig["mode"];
@@ -133,14 +133,12 @@ function summary(scenario: ScenarioName, result: RoundResult[ScenarioName]): str
   }
 }
 
-/** Writes the table, JSON, markdown and SVG; returns the table. */
+/** Writes the JSON and the markdown table; returns the table. */
 function writeOutputs(results: Results, outDir: string, basename: string): string {
   const list = figures(results.config).filter((figure) => figure.key in results.medians);
   const table = markdownTable(list, results.medians);
-  const caption = `${describeMachine(results)}; ${results.config.workers} workers × concurrency ${results.config.concurrency}; ${results.config.rounds} round(s), ${results.startedAt.slice(0, 10)}; ${results.command}`;
   mkdirSync(outDir, { recursive: true });
   writeFileSync(path.join(outDir, `${basename}.json`), `${JSON.stringify(results, null, 2)}\n`);
-  writeFileSync(path.join(outDir, `${basename}.svg`), svgChart(list, results.medians, caption));
   writeFileSync(
     path.join(outDir, `${basename}.md`),
     `${table}\n\n${describeMachine(results)}. ${results.config.rounds} round(s) of each system, alternating; medians. Reproduce with \`${results.command}\`.\n`,
@@ -160,13 +158,9 @@ function updateResultsSections(results: Results, table: string): string[] {
   const m = results.machine;
   const load = (values: unknown) => (values as number[]).map((v) => v.toFixed(2)).join(" ");
   const summary = `Run of ${results.startedAt.slice(0, 16).replace("T", " ")} UTC, \`${results.command}\`, ${results.config.rounds} rounds, ${Math.round(results.durationSeconds)} s. Machine: ${describeMachine(results)}. Load average before ${load(m.loadAverageBefore)}, after ${load(m.loadAverageAfter)}; the machine's CPU was ${Math.round(Number(m.cpuBusyPercentDuringRun))}% busy during the run (the benchmark included).`;
-  const pages = [
-    { file: "docs/performance.md", chart: "../bench/results/latest.svg" },
-    { file: "README.md", chart: "bench/results/latest.svg" },
-  ];
   const written: string[] = [];
-  for (const page of pages) {
-    const file = fromRepoRoot(page.file);
+  for (const page of ["docs/performance.md", "README.md"]) {
+    const file = fromRepoRoot(page);
     let text: string;
     try {
       text = readFileSync(file, "utf8");
@@ -176,21 +170,13 @@ function updateResultsSections(results: Results, table: string): string[] {
     const start = text.indexOf(DOC_START);
     const end = text.indexOf(DOC_END);
     if (start < 0 || end < start) continue;
-    const section = [
-      DOC_START,
-      summary,
-      "",
-      table,
-      "",
-      `![taskfleet vs BullMQ](${page.chart})`,
-      DOC_END,
-    ].join("\n");
+    const section = [DOC_START, summary, "", table, "", DOC_END].join("\n");
     writeFileSync(file, text.slice(0, start) + section + text.slice(end + DOC_END.length));
     // The repository's formatter aligns markdown tables; without it `npm run lint` would fail.
     spawnSync(fromRepoRoot("node_modules/.bin/biome"), ["format", "--write", file], {
       stdio: "ignore",
     });
-    written.push(page.file);
+    written.push(page);
   }
   return written;
 }
@@ -319,7 +305,7 @@ async function main(): Promise<void> {
       .map((l) => l.toFixed(2))
       .join(" ")}; machine CPU busy ${busyPercent.toFixed(0)}% during the run\n`,
   );
-  process.stdout.write(`results: bench/results/${basename}.json, .svg, .md\n`);
+  process.stdout.write(`results: bench/results/${basename}.json, .md\n`);
   if (config.mode === "full") {
     for (const file of updateResultsSections(results, table)) {
       process.stdout.write(`${file}: results section updated\n`);

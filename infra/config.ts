@@ -1,5 +1,12 @@
+import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import * as pulumi from "@pulumi/pulumi";
+import type { IntegerVar } from "@taskfleet/protocol/env";
+import { type LogLevel, logLevels } from "@taskfleet/protocol/log-levels";
+import { masterEnv } from "@taskfleet/protocol/master-env";
+import { workerEnv } from "@taskfleet/protocol/worker-env";
+import YAML from "yaml";
+import { fromRepoRoot } from "./service-builds";
 
 /** The project name, and so the namespace of every project config key (`taskfleet:<key>`). */
 export const projectName = "taskfleet";
@@ -12,19 +19,13 @@ export const clusterKinds: readonly ClusterKind[] = ["kind", "existing", "gke"];
 export const releaseChannels = ["RAPID", "REGULAR", "STABLE", "EXTENDED"] as const;
 export type ReleaseChannel = (typeof releaseChannels)[number];
 
-export const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
-export type LogLevel = (typeof logLevels)[number];
-
-/** How one project config key is declared: the single source for `Pulumi.yaml` and the docs. */
+/** How `Pulumi.yaml` declares one config key: its type, default and description. */
 export interface ConfigKeySpec {
-  /** The Pulumi.yaml type. */
   type: "string" | "integer" | "boolean";
-  /** The default, exactly as `Pulumi.yaml` and `docs/infra.md` state it. */
   default: string | number | boolean;
-  /** One sentence for `Pulumi.yaml` and the docs table. */
   description: string;
-  /** Set with `pulumi config set --secret`. */
-  secret?: boolean;
+  /** Read with `requireSecret` and set with `pulumi config set --secret` (see {@link secretKeys}). */
+  secret: boolean;
 }
 
 const mebibyte = 2 ** 20;
@@ -68,194 +69,30 @@ export function workerMemoryFloor(concurrency: number): number {
   );
 }
 
-/**
- * Every `taskfleet:` key the program reads. Tests hold `Pulumi.yaml` and `docs/infra.md` to this
- * table, so a default cannot drift between code, project file and docs.
- */
-export const configSpec = {
-  cluster: {
-    type: "string",
-    default: "kind",
-    description:
-      "Where to run: kind (a kind cluster created with the stack), existing (a kubeconfig context), or gke.",
-  },
-  kubeContext: {
-    type: "string",
-    default: "",
-    description:
-      "cluster=existing: the kubeconfig context to deploy to; empty means the current one.",
-  },
-  imageLoadCommand: {
-    type: "string",
-    default: "",
-    description:
-      "cluster=existing: a command that makes a local image available to the cluster, run with the image reference appended (e.g. 'minikube image load'); empty when the cluster shares the local Docker engine (Docker Desktop).",
-  },
-  namespace: {
-    type: "string",
-    default: "",
-    description: "Kubernetes namespace of the workloads; empty means taskfleet-<stack>.",
-  },
-  allowedSourceRanges: {
-    type: "string",
-    default: "",
-    description:
-      "Comma-separated CIDR ranges allowed to reach the master's load balancer (e.g. 203.0.113.0/24,2001:db8::/32); empty allows any source.",
-  },
-  metricsNamespaces: {
-    type: "string",
-    default: "",
-    description:
-      "Comma-separated namespaces whose pods may scrape the master's /metrics on its internal port (e.g. monitoring; gmp-system for Google Cloud Managed Service for Prometheus); empty allows none.",
-  },
-  internalLoadBalancer: {
-    type: "boolean",
-    default: false,
-    description:
-      "cluster=gke: give the master an internal load balancer, reachable only from the VPC, instead of an internet-facing one.",
-  },
-  apiToken: {
-    type: "string",
-    default: "",
-    secret: true,
-    description:
-      "Bearer token for the master's /v1 API; empty means the program generates one (exported as the secret output apiToken).",
-  },
-  workerToken: {
-    type: "string",
-    default: "",
-    secret: true,
-    description:
-      "Bearer token workers present to the master; empty means the program generates one.",
-  },
-  masterImage: {
-    type: "string",
-    default: "",
-    description:
-      "A prebuilt master image to deploy instead of building services/master (e.g. built and scanned by your CI), by digest or by a tag other than latest; empty means the program builds it.",
-  },
-  workerImage: {
-    type: "string",
-    default: "",
-    description:
-      "A prebuilt worker image to deploy instead of building services/worker, as for masterImage; empty means the program builds it.",
-  },
-  leaseSeconds: {
-    type: "integer",
-    default: 30,
-    description: "How long a worker holds a task before it must renew or complete it (1-3600).",
-  },
-  maxAttempts: {
-    type: "integer",
-    default: 3,
-    description: "Attempts per task unless the task sets its own (1-100).",
-  },
-  resultTtlSeconds: {
-    type: "integer",
-    default: 3600,
-    description: "How long the master keeps a finished task (1-2592000).",
-  },
-  logLevel: {
-    type: "string",
-    default: "info",
-    description:
-      "Log level of master and workers: fatal, error, warn, info, debug, trace or silent.",
-  },
-  masterCpuRequest: { type: "string", default: "100m", description: "Master CPU request." },
-  masterCpuLimit: { type: "string", default: "1", description: "Master CPU limit." },
-  masterMemoryRequest: { type: "string", default: "128Mi", description: "Master memory request." },
-  masterMemoryLimit: {
-    type: "string",
-    default: "512Mi",
-    description: `Master memory limit; at least ${(masterMemory.outsideHeapBytes + masterMemory.parsingHeadroomBytes + masterMemory.minBudgetBytes) / mebibyte}Mi. Its heap is capped ${masterMemory.outsideHeapBytes / mebibyte}Mi below it, and the tasks it keeps (queued payloads, retained results) may use the heap less ${masterMemory.parsingHeadroomBytes / mebibyte}Mi; past that, the oldest results are dropped, then submits answer 503.`,
-  },
-  workerCpuRequest: {
-    type: "string",
-    default: "250m",
-    description: "Worker CPU request; the autoscaler's CPU target is a share of it.",
-  },
-  workerCpuLimit: { type: "string", default: "1", description: "Worker CPU limit." },
-  workerMemoryRequest: { type: "string", default: "128Mi", description: "Worker memory request." },
-  workerMemoryLimit: {
-    type: "string",
-    default: "256Mi",
-    description: `Worker memory limit; at least ${(workerMemory.processBytes + workerMemory.resultBufferBytes) / mebibyte}Mi plus ${workerMemory.perSlotBytes / mebibyte}Mi per workerConcurrency slot (each task runs in a thread of its own).`,
-  },
-  workerMinReplicas: {
-    type: "integer",
-    default: 1,
-    description: "Fewest worker pods the autoscaler keeps (1-1000).",
-  },
-  workerMaxReplicas: {
-    type: "integer",
-    default: 10,
-    description: "Most worker pods the autoscaler runs (1-1000, at least workerMinReplicas).",
-  },
-  workerTargetCpuUtilization: {
-    type: "integer",
-    default: 70,
-    description:
-      "Average worker CPU use, in percent of the request, the autoscaler aims for (1-100).",
-  },
-  workerConcurrency: {
-    type: "integer",
-    default: 4,
-    description: "Tasks each worker pod runs at once (1-256).",
-  },
-  workerShutdownGraceSeconds: {
-    type: "integer",
-    default: 25,
-    description:
-      "Seconds a stopping worker lets running tasks finish (0-3600); the pod's grace period is this plus 15.",
-  },
-  nodeMachineType: {
-    type: "string",
-    default: "e2-standard-2",
-    description: "cluster=gke: machine type of the node pool.",
-  },
-  nodeDiskSizeGb: {
-    type: "integer",
-    default: 50,
-    description:
-      "cluster=gke: boot disk of each node in GB (10-65536); counts against the region's SSD quota.",
-  },
-  network: {
-    type: "string",
-    default: "default",
-    description:
-      "cluster=gke: the VPC network of the cluster: a name, or projects/<project>/global/networks/<name>.",
-  },
-  subnetwork: {
-    type: "string",
-    default: "",
-    description:
-      "cluster=gke: the subnetwork in gcp:region (a name or projects/<project>/regions/<region>/subnetworks/<name>); empty means the network's own in that region (auto-mode networks such as default have one).",
-  },
-  nodeMinCount: {
-    type: "integer",
-    default: 1,
-    description: "cluster=gke: fewest nodes per zone in the node pool (0-100).",
-  },
-  nodeMaxCount: {
-    type: "integer",
-    default: 3,
-    description:
-      "cluster=gke: most nodes per zone in the node pool (1-100, at least nodeMinCount).",
-  },
-  releaseChannel: {
-    type: "string",
-    default: "REGULAR",
-    description: "cluster=gke: GKE release channel: RAPID, REGULAR, STABLE or EXTENDED.",
-  },
-  deletionProtection: {
-    type: "boolean",
-    default: true,
-    description:
-      "cluster=gke: refuse to delete the GKE cluster; set false and run pulumi up before pulumi destroy.",
-  },
-} as const satisfies Record<string, ConfigKeySpec>;
+/** The keys the program reads as secrets (`requireSecret`); the stack holds them encrypted. */
+export const secretKeys: readonly string[] = ["apiToken", "workerToken"];
 
-export type ConfigKey = keyof typeof configSpec;
+/**
+ * Every `taskfleet:` key, as `Pulumi.yaml` declares it: the one place a key's type, default and
+ * description are written. The program reads only declared keys (reading another throws), and a
+ * test holds every declared key to being read and the README's table to these declarations.
+ */
+export const configSpec: Readonly<Record<string, ConfigKeySpec>> = readProjectConfig();
+
+function readProjectConfig(): Record<string, ConfigKeySpec> {
+  const project = YAML.parse(readFileSync(fromRepoRoot("Pulumi.yaml"), "utf8")) as {
+    config: Record<string, Omit<ConfigKeySpec, "secret">>;
+  };
+  const spec: Record<string, ConfigKeySpec> = {};
+  for (const [key, declared] of Object.entries(project.config)) {
+    const name = key.slice(`${projectName}:`.length);
+    spec[name] = { ...declared, secret: secretKeys.includes(name) };
+  }
+  return spec;
+}
+
+/** A `taskfleet:` key without its prefix. */
+export type ConfigKey = string;
 
 /** CPU and memory for one container, as Kubernetes quantities. */
 export interface Resources {
@@ -347,11 +184,14 @@ function invalid(key: string, value: string, allowed: string): ConfigError {
  * Reads values as strings and parses them here rather than with `getNumber`/`getBoolean`: those
  * accept `1.5` for a replica count and throw messages that do not say what is allowed.
  */
-class Reader {
+export class ConfigReader {
   constructor(private readonly values: RawConfig["values"]) {}
 
   string(key: ConfigKey): string {
-    return this.values[fullKey(key)] ?? String(configSpec[key].default);
+    const spec = configSpec[key];
+    if (spec === undefined)
+      throw new Error(`config key ${fullKey(key)} is not declared in Pulumi.yaml`);
+    return this.values[fullKey(key)] ?? String(spec.default);
   }
 
   integer(key: ConfigKey, min: number, max: number): number {
@@ -361,6 +201,11 @@ class Reader {
       throw invalid(key, text, `must be an integer from ${min} to ${max}`);
     }
     return value;
+  }
+
+  /** An integer in the range the service's variable allows: the two cannot drift. */
+  integerOf(key: ConfigKey, variable: IntegerVar): number {
+    return this.integer(key, variable.min, variable.max);
   }
 
   boolean(key: ConfigKey): boolean {
@@ -434,7 +279,7 @@ export function parseMemory(quantity: string): number {
   return Number(match[1]) * (memoryUnits[match[2] ?? ""] ?? Number.NaN);
 }
 
-function readResources(read: Reader, prefix: "master" | "worker"): Resources {
+function readResources(read: ConfigReader, prefix: "master" | "worker"): Resources {
   const cpu = "a CPU quantity such as 250m or 1";
   const memory = "a memory quantity such as 128Mi or 1Gi";
   const resources: Resources = {
@@ -474,7 +319,10 @@ function readResources(read: Reader, prefix: "master" | "worker"): Resources {
 const imageReferencePattern =
   /^[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(\/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$/;
 
-function imageReference(read: Reader, key: "masterImage" | "workerImage"): string | undefined {
+function imageReference(
+  read: ConfigReader,
+  key: "masterImage" | "workerImage",
+): string | undefined {
   const text = read.string(key);
   if (text === "") return undefined;
   const tag = /:([\w][\w.-]*)(@|$)/.exec(text.replace(/^[^/]*\//, ""))?.[1];
@@ -500,7 +348,7 @@ const dnsLabel = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
  * naming the key, the value and what is allowed. Pure: tests call it directly.
  */
 export function validateConfig(raw: RawConfig): TaskfleetConfig {
-  const read = new Reader(raw.values);
+  const read = new ConfigReader(raw.values);
   const cluster = read.oneOf("cluster", clusterKinds);
 
   const namespaceText = read.string("namespace");
@@ -552,7 +400,7 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
     );
   }
   const workerResources = readResources(read, "worker");
-  const concurrency = read.integer("workerConcurrency", 1, 256);
+  const concurrency = read.integerOf("workerConcurrency", workerEnv.CONCURRENCY);
   const floor = workerMemoryFloor(concurrency);
   if (parseMemory(workerResources.memoryLimit) < floor) {
     throw invalid(
@@ -585,9 +433,9 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
     },
     apiToken: raw.apiToken,
     workerToken: raw.workerToken,
-    leaseSeconds: read.integer("leaseSeconds", 1, 3600),
-    maxAttempts: read.integer("maxAttempts", 1, 100),
-    resultTtlSeconds: read.integer("resultTtlSeconds", 1, 2592000),
+    leaseSeconds: read.integerOf("leaseSeconds", masterEnv.LEASE_SECONDS),
+    maxAttempts: read.integerOf("maxAttempts", masterEnv.MAX_ATTEMPTS),
+    resultTtlSeconds: read.integerOf("resultTtlSeconds", masterEnv.RESULT_TTL_SECONDS),
     logLevel: read.oneOf("logLevel", logLevels),
     master: { resources: masterResources },
     worker: {
@@ -596,13 +444,16 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
       maxReplicas,
       targetCpuUtilization: read.integer("workerTargetCpuUtilization", 1, 100),
       concurrency,
-      shutdownGraceSeconds: read.integer("workerShutdownGraceSeconds", 0, 3600),
+      shutdownGraceSeconds: read.integerOf(
+        "workerShutdownGraceSeconds",
+        workerEnv.SHUTDOWN_GRACE_SECONDS,
+      ),
     },
     gke: cluster === "gke" ? validateGke(raw, read) : undefined,
   });
 }
 
-function validateGke(raw: RawConfig, read: Reader): GkeConfig {
+function validateGke(raw: RawConfig, read: ConfigReader): GkeConfig {
   const project = raw.values["gcp:project"];
   if (project === undefined || project === "") {
     throw new ConfigError(

@@ -99,6 +99,7 @@ export class ServiceImages extends pulumi.ComponentResource {
     const build = {
       context: buildPath(source.context),
       dockerfile: buildPath(source.dockerfile),
+      args: source.args,
       platform: destination.kind === "registry" ? registryImagePlatform : undefined,
     };
 

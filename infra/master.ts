@@ -1,14 +1,18 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import { type LogLevel, masterMemoryShares, parseMemory, type Resources } from "./config";
-import type { DeployableImage } from "./images";
+import { masterEnv } from "@taskfleet/protocol/master-env";
+import { masterMemoryShares, parseMemory } from "./config";
 import {
   acceptedFindingAnnotations,
   appLabels,
   containerResources,
   containerSecurityContext,
+  envVar,
   podSecurityContext,
+  type ServicePodArgs,
+  secretEnvVar,
   selectorLabels,
+  terminationMarginSeconds,
   tmpMount,
   tmpVolume,
   tokenFromEnvFinding,
@@ -24,11 +28,7 @@ export const masterInternalPort = 8081;
 /** The port of both of the master's Services. */
 export const masterServicePort = 80;
 
-export interface MasterArgs {
-  /** Namespace of every object of the master. */
-  namespace: pulumi.Input<string>;
-  /** The master image. */
-  image: DeployableImage;
+export interface MasterArgs extends ServicePodArgs {
   /** Bearer token for `/v1/*`; a secret. */
   apiToken: pulumi.Input<string>;
   /** Bearer token for `/worker/v1/*`; a secret. */
@@ -39,10 +39,6 @@ export interface MasterArgs {
   maxAttempts: number;
   /** RESULT_TTL_SECONDS. */
   resultTtlSeconds: number;
-  /** LOG_LEVEL. */
-  logLevel: LogLevel;
-  /** CPU and memory of the master container. */
-  resources: Resources;
   /** CIDR ranges allowed to reach the load balancer; empty: any source. */
   allowedSourceRanges: string[];
   /** GKE: an internal load balancer (an address in the VPC only) instead of an external one. */
@@ -114,10 +110,7 @@ export class Master extends pulumi.ComponentResource {
     );
     this.tokenSecretName = tokens.metadata.name;
 
-    const secretEnv = (envName: string, key: string) => ({
-      name: envName,
-      valueFrom: { secretKeyRef: { name: tokens.metadata.name, key } },
-    });
+    const shutdownGraceSeconds = masterEnv.SHUTDOWN_GRACE_SECONDS.default;
 
     const deployment = new k8s.apps.v1.Deployment(
       `${name}`,
@@ -141,8 +134,7 @@ export class Master extends pulumi.ComponentResource {
             spec: {
               securityContext: podSecurityContext,
               automountServiceAccountToken: false,
-              // SHUTDOWN_GRACE_SECONDS (25 by default) plus time for the kubelet to send SIGTERM.
-              terminationGracePeriodSeconds: 40,
+              terminationGracePeriodSeconds: shutdownGraceSeconds + terminationMarginSeconds,
               containers: [
                 {
                   name: "master",
@@ -153,23 +145,25 @@ export class Master extends pulumi.ComponentResource {
                     { name: "internal", containerPort: masterInternalPort, protocol: "TCP" },
                   ],
                   env: [
-                    { name: "PORT", value: String(masterPort) },
-                    { name: "INTERNAL_PORT", value: String(masterInternalPort) },
-                    // Every interface: the kubelet's probes and the Service reach the pod's IP.
-                    { name: "HOST", value: "0.0.0.0" },
-                    secretEnv("API_TOKEN", "apiToken"),
-                    secretEnv("WORKER_TOKEN", "workerToken"),
-                    { name: "LEASE_SECONDS", value: String(args.leaseSeconds) },
-                    { name: "MAX_ATTEMPTS", value: String(args.maxAttempts) },
-                    { name: "RESULT_TTL_SECONDS", value: String(args.resultTtlSeconds) },
+                    envVar(masterEnv, "PORT", String(masterPort)),
+                    envVar(masterEnv, "INTERNAL_PORT", String(masterInternalPort)),
+                    // Every interface: the kubelet's probes and the Services reach the pod's IP.
+                    envVar(masterEnv, "HOST", "0.0.0.0"),
+                    secretEnvVar(masterEnv, "API_TOKEN", tokens.metadata.name, "apiToken"),
+                    secretEnvVar(masterEnv, "WORKER_TOKEN", tokens.metadata.name, "workerToken"),
+                    envVar(masterEnv, "LEASE_SECONDS", String(args.leaseSeconds)),
+                    envVar(masterEnv, "MAX_ATTEMPTS", String(args.maxAttempts)),
+                    envVar(masterEnv, "RESULT_TTL_SECONDS", String(args.resultTtlSeconds)),
+                    envVar(masterEnv, "SHUTDOWN_GRACE_SECONDS", String(shutdownGraceSeconds)),
                     // The heap and the task budget are shares of the pod's memory limit, so the
                     // master refuses work (503) before the kernel would kill it.
-                    { name: "MEMORY_BUDGET_BYTES", value: String(memory.budgetBytes) },
+                    envVar(masterEnv, "MEMORY_BUDGET_BYTES", String(memory.budgetBytes)),
+                    // Node's own variable, not the master's.
                     {
                       name: "NODE_OPTIONS",
                       value: `--max-old-space-size=${Math.floor(memory.heapBytes / 2 ** 20)}`,
                     },
-                    { name: "LOG_LEVEL", value: args.logLevel },
+                    envVar(masterEnv, "LOG_LEVEL", args.logLevel),
                   ],
                   // On the internal port, which has its own connection cap: a client holding every
                   // connection of the public port cannot make the kubelet restart the master.

@@ -1,5 +1,9 @@
 import type * as k8s from "@pulumi/kubernetes";
+import type * as pulumi from "@pulumi/pulumi";
+import type { EnvSpec } from "@taskfleet/protocol/env";
+import type { LogLevel } from "@taskfleet/protocol/log-levels";
 import type { Resources } from "./config";
+import type { DeployableImage } from "./images";
 
 type Pod = k8s.types.input.core.v1.PodSecurityContext;
 type Container = k8s.types.input.core.v1.SecurityContext;
@@ -91,3 +95,44 @@ export function containerResources(
     limits: { cpu: resources.cpuLimit, memory: resources.memoryLimit },
   };
 }
+
+/** What every service's component takes: where it runs, its image, its logs, its size. */
+export interface ServicePodArgs {
+  /** Namespace of every object of the component. */
+  namespace: pulumi.Input<string>;
+  /** The service's image. */
+  image: DeployableImage;
+  /** LOG_LEVEL. */
+  logLevel: LogLevel;
+  /** CPU and memory of the service's container. */
+  resources: Resources;
+}
+
+/**
+ * A container's env entry for a variable of the service it runs, named by the service's own
+ * declaration (@taskfleet/protocol/master-env, worker-env): a renamed variable fails to compile.
+ */
+export function envVar<S extends EnvSpec>(
+  _spec: S,
+  name: keyof S & string,
+  value: pulumi.Input<string>,
+) {
+  return { name, value };
+}
+
+/** A secret variable, read by the kubelet from a Secret's key. */
+export function secretEnvVar<S extends EnvSpec>(
+  _spec: S,
+  name: keyof S & string,
+  secretName: pulumi.Input<string>,
+  key: string,
+) {
+  return { name, valueFrom: { secretKeyRef: { name: secretName, key } } };
+}
+
+/**
+ * Seconds between the end of a service's own grace (its SHUTDOWN_GRACE_SECONDS) and the
+ * kubelet's SIGKILL: time for a worker to release unfinished leases, for the master to close its
+ * connections, and for both to exit.
+ */
+export const terminationMarginSeconds = 15;

@@ -6,15 +6,20 @@ import * as path from "node:path";
  * Paths are relative to the repository root, which is also the Pulumi project directory.
  */
 export interface ServiceBuild {
-  /** Build context, relative to the repository root. */
+  /**
+   * Build context, relative to the repository root: the root itself, so that an image can copy
+   * the protocol package; the root's .dockerignore sends only what the Dockerfiles copy.
+   */
   context: string;
   /** Dockerfile, relative to the repository root. */
   dockerfile: string;
+  /** Build arguments: the one Dockerfile builds either service. */
+  args: Record<string, string>;
 }
 
 export const serviceBuilds = {
-  master: { context: "services/master", dockerfile: "services/master/Dockerfile" },
-  worker: { context: "services/worker", dockerfile: "services/worker/Dockerfile" },
+  master: { context: ".", dockerfile: "services/Dockerfile", args: { SERVICE: "master" } },
+  worker: { context: ".", dockerfile: "services/Dockerfile", args: { SERVICE: "worker" } },
 } as const satisfies Record<string, ServiceBuild>;
 
 export type ServiceName = keyof typeof serviceBuilds;

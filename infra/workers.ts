@@ -1,30 +1,24 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import { type LogLevel, type Resources, workerMemory } from "./config";
-import type { DeployableImage } from "./images";
+import { workerEnv } from "@taskfleet/protocol/worker-env";
+import { workerMemory } from "./config";
 import {
   acceptedFindingAnnotations,
   appLabels,
   containerResources,
   containerSecurityContext,
+  envVar,
   podSecurityContext,
+  type ServicePodArgs,
+  secretEnvVar,
   selectorLabels,
+  terminationMarginSeconds,
   tmpMount,
   tmpVolume,
   tokenFromEnvFinding,
 } from "./pod";
 
-/**
- * Seconds between the end of a worker's own grace (SHUTDOWN_GRACE_SECONDS) and the kubelet's
- * SIGKILL: time to release unfinished leases back to the master and exit.
- */
-export const terminationMarginSeconds = 15;
-
-export interface WorkersArgs {
-  /** Namespace of every object of the workers. */
-  namespace: pulumi.Input<string>;
-  /** The worker image. */
-  image: DeployableImage;
+export interface WorkersArgs extends ServicePodArgs {
   /** MASTER_URL: the master Service's cluster DNS name. */
   masterUrl: pulumi.Input<string>;
   /** The Secret holding `workerToken` (made by the master component). */
@@ -33,10 +27,6 @@ export interface WorkersArgs {
   concurrency: number;
   /** SHUTDOWN_GRACE_SECONDS; the pod's grace period adds {@link terminationMarginSeconds}. */
   shutdownGraceSeconds: number;
-  /** LOG_LEVEL. */
-  logLevel: LogLevel;
-  /** CPU and memory of the worker container. */
-  resources: Resources;
   /** Fewest pods the autoscaler keeps. */
   minReplicas: number;
   /** Most pods the autoscaler runs. */
@@ -124,21 +114,17 @@ export class Workers extends pulumi.ComponentResource {
                   // No ports and so no probes: a worker only calls out, and a stuck worker's
                   // leases expire on the master, which hands its tasks to another.
                   env: [
-                    { name: "MASTER_URL", value: args.masterUrl },
-                    {
-                      name: "WORKER_TOKEN",
-                      valueFrom: {
-                        secretKeyRef: { name: args.tokenSecretName, key: "workerToken" },
-                      },
-                    },
-                    { name: "CONCURRENCY", value: String(args.concurrency) },
+                    envVar(workerEnv, "MASTER_URL", args.masterUrl),
+                    secretEnvVar(workerEnv, "WORKER_TOKEN", args.tokenSecretName, "workerToken"),
+                    envVar(workerEnv, "CONCURRENCY", String(args.concurrency)),
                     // The share of the pod's memory limit that workerMemoryFloor sets aside.
-                    {
-                      name: "RESULT_BUFFER_BYTES",
-                      value: String(workerMemory.resultBufferBytes),
-                    },
-                    { name: "SHUTDOWN_GRACE_SECONDS", value: String(args.shutdownGraceSeconds) },
-                    { name: "LOG_LEVEL", value: args.logLevel },
+                    envVar(
+                      workerEnv,
+                      "RESULT_BUFFER_BYTES",
+                      String(workerMemory.resultBufferBytes),
+                    ),
+                    envVar(workerEnv, "SHUTDOWN_GRACE_SECONDS", String(args.shutdownGraceSeconds)),
+                    envVar(workerEnv, "LOG_LEVEL", args.logLevel),
                   ],
                   resources: containerResources(args.resources),
                   securityContext: containerSecurityContext,

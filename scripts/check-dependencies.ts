@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { fromRepoRoot } from "../infra/service-builds";
@@ -16,8 +16,13 @@ import {
  * own. Needs the registry; run after `npm ci`.
  */
 
-/** Each package.json whose dependencies are the project's own, relative to the repository root. */
-const manifests = ["package.json", "services/master/package.json", "services/worker/package.json"];
+/** The root package.json and each workspace's, relative to the repository root. */
+function manifests(): string[] {
+  const root = JSON.parse(readFileSync(fromRepoRoot("package.json"), "utf8")) as {
+    workspaces: string[];
+  };
+  return ["package.json", ...root.workspaces.map((folder) => `${folder}/package.json`)];
+}
 
 const run = promisify(execFile);
 
@@ -28,24 +33,34 @@ async function registryManifest(name: string, version: string): Promise<Registry
   return JSON.parse(stdout) as RegistryManifest;
 }
 
-function installedVersion(projectDir: string, name: string): string {
-  const file = path.join(projectDir, "node_modules", name, "package.json");
-  try {
-    return (JSON.parse(readFileSync(file, "utf8")) as { version: string }).version;
-  } catch {
-    throw new Error(`${name} is not installed in ${projectDir}: run npm ci first`);
+/** The version installed for a package of `dir`: in its own node_modules, or hoisted to the root. */
+function installedVersion(dir: string, name: string): string {
+  for (const modules of [path.join(dir, "node_modules"), fromRepoRoot("node_modules")]) {
+    const file = path.join(modules, name, "package.json");
+    if (existsSync(file)) {
+      return (JSON.parse(readFileSync(file, "utf8")) as { version: string }).version;
+    }
   }
+  throw new Error(`${name} is not installed for ${dir}: run npm ci first`);
 }
 
 async function main(): Promise<number> {
   const wanted: { declaredIn: string; name: string; version: string }[] = [];
-  for (const file of manifests) {
+  const files = manifests();
+  // The workspace's own packages are not on the registry.
+  const own = new Set(
+    files.map(
+      (file) => (JSON.parse(readFileSync(fromRepoRoot(file), "utf8")) as { name: string }).name,
+    ),
+  );
+  for (const file of files) {
     const pkg = JSON.parse(readFileSync(fromRepoRoot(file), "utf8")) as {
       dependencies?: Record<string, string>;
       devDependencies?: Record<string, string>;
     };
     const dir = path.dirname(fromRepoRoot(file));
     for (const name of Object.keys({ ...pkg.dependencies, ...pkg.devDependencies })) {
+      if (own.has(name)) continue;
       wanted.push({ declaredIn: file, name, version: installedVersion(dir, name) });
     }
   }

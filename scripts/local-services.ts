@@ -16,26 +16,30 @@ export const serviceEntries: Record<LocalService, string> = {
 
 const npm = process.platform === "win32" ? "npm.cmd" : "npm";
 
-/** The files a service's build reads, relative to its folder: its sources and its manifests. */
+/** The protocol package, which every service's build compiles too. */
+const protocolFolder = fromRepoRoot("packages/protocol");
+
+/** The files a package's build reads, absolute: its sources and its manifests. */
 function buildInputs(folder: string): string[] {
   const walk = (relative: string): string[] =>
     readdirSync(path.join(folder, relative), { withFileTypes: true }).flatMap((entry) => {
       const child = path.join(relative, entry.name);
       return entry.isDirectory() ? walk(child) : [child];
     });
-  return [...walk("src"), "package.json", "tsconfig.json"].sort();
+  return [...walk("src"), "package.json", "tsconfig.json"].sort().map((f) => path.join(folder, f));
 }
 
 /**
- * A digest of what a build reads. Contents, not timestamps: tsc does not rewrite output that did
- * not change, so a touched source would otherwise look newer than its build forever.
+ * A digest of what a service's build reads: its own inputs and the protocol package's. Contents,
+ * not timestamps: tsc does not rewrite output that did not change, so a touched source would
+ * otherwise look newer than its build forever.
  */
 export function buildInputsDigest(folder: string): string {
   const hash = createHash("sha256");
-  for (const file of buildInputs(folder)) {
+  for (const file of [...buildInputs(folder), ...buildInputs(protocolFolder)]) {
     hash
-      .update(`${file}\0`)
-      .update(readFileSync(path.join(folder, file)))
+      .update(`${path.relative(folder, file)}\0`)
+      .update(readFileSync(file))
       .update("\0");
   }
   return hash.digest("hex");
@@ -57,15 +61,15 @@ export function markBuilt(folder: string): void {
 }
 
 /**
- * Installs a service's dependencies if they are missing and builds it if its sources changed
- * since the last build, with the service's own `npm run build`. Throws when a step fails.
+ * Builds a service (and the protocol package it uses) if its sources changed since the last
+ * build, with the service's own `npm run build`; the workspace's `npm ci` installed what it
+ * needs. Throws when the build fails.
  */
 export function ensureBuilt(service: LocalService, log: (line: string) => void = () => {}): void {
   const folder = fromRepoRoot(`services/${service}`);
   const steps: string[][] = [];
-  if (!existsSync(path.join(folder, "node_modules"))) steps.push(["ci", "--no-audit", "--no-fund"]);
   const entry = path.relative(folder, fromRepoRoot(serviceEntries[service]));
-  if (steps.length > 0 || needsBuildIn(folder, entry)) steps.push(["run", "build"]);
+  if (needsBuildIn(folder, entry)) steps.push(["run", "build"]);
   for (const args of steps) {
     log(`${service}: npm ${args.join(" ")}`);
     const result = spawnSync(npm, args, { cwd: folder, stdio: ["ignore", "pipe", "pipe"] });
@@ -77,13 +81,19 @@ export function ensureBuilt(service: LocalService, log: (line: string) => void =
   if (steps.length > 0) markBuilt(folder);
 }
 
+/**
+ * How a built service runs, as in its image: the `production` condition makes
+ * `@taskfleet/protocol/*` resolve to its compiled output instead of its TypeScript source.
+ */
+export const productionNodeArgs = ["--conditions=production"];
+
 /** Starts a built service as a child process of this one, with `env` added to this environment. */
 export function spawnService(
   service: LocalService,
   env: Record<string, string>,
   options: { stdio?: "inherit" | "pipe"; detached?: boolean } = {},
 ): ChildProcess {
-  return spawn(process.execPath, [fromRepoRoot(serviceEntries[service])], {
+  return spawn(process.execPath, [...productionNodeArgs, fromRepoRoot(serviceEntries[service])], {
     env: { ...process.env, ...env },
     stdio: ["ignore", options.stdio ?? "pipe", options.stdio ?? "pipe"],
     detached: options.detached ?? false,

@@ -51,7 +51,7 @@ export interface Deployment {
 
 export interface System {
   readonly name: SystemName;
-  /** For tables and charts. */
+  /** For tables and progress lines. */
   readonly label: string;
   /** Versions of what runs, for the results file. */
   versions(): Promise<Record<string, string>>;

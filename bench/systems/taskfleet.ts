@@ -2,6 +2,7 @@ import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { fromRepoRoot } from "../../infra/service-builds.js";
+import { productionNodeArgs } from "../../scripts/local-services.js";
 import { JsonClient } from "../lib/http-client.js";
 import { type Child, freePort, residentBytes, startChild, waitFor } from "../lib/processes.js";
 import {
@@ -25,13 +26,12 @@ const WAIT_SECONDS = 10;
  * the benchmark always measures the code in the tree and never a stale `dist/`.
  */
 export function buildTaskfleet(): void {
+  // One npm workspace: the services' dependencies are installed at the root.
+  if (!existsSync(fromRepoRoot("node_modules/.bin/tsc"))) {
+    throw new Error("node_modules is missing: run `npm ci` at the repository root first");
+  }
   for (const service of ["master", "worker"]) {
     const dir = fromRepoRoot(`services/${service}`);
-    if (!existsSync(`${dir}/node_modules`)) {
-      throw new Error(
-        `services/${service}/node_modules is missing: run \`npm ci\` at the repository root first`,
-      );
-    }
     const built = spawnSync("npm", ["run", "--silent", "build", "--prefix", dir], {
       encoding: "utf8",
       stdio: ["ignore", "pipe", "pipe"],
@@ -180,7 +180,8 @@ export const taskfleet: System = {
   async start(options: StartOptions): Promise<Deployment> {
     const port = await freePort();
     const workerToken = randomBytes(18).toString("base64url");
-    const nodeArgs: string[] = [];
+    // As in the images: @taskfleet/protocol resolves to its compiled output.
+    const nodeArgs: string[] = [...productionNodeArgs];
     if (options.measureMemory) nodeArgs.push("--expose-gc", "--require", memoryProbe);
     const run = ++runs;
     const profile = (role: string) =>
@@ -217,7 +218,7 @@ export const taskfleet: System = {
           startChild(
             `taskfleet worker ${i + 1}`,
             process.execPath,
-            [...profile("worker"), workerEntry],
+            [...productionNodeArgs, ...profile("worker"), workerEntry],
             {
               env: childEnv({
                 MASTER_URL: url.origin,

@@ -5,7 +5,7 @@ import {
   type RecordedResource,
   type StackEvaluation,
   testSecretValue,
-} from "../../test/infra/harness";
+} from "../../infra/testing/harness";
 
 /**
  * Turns one stack's mock evaluation into the files a reviewer reads in a pull request:

@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { repoRoot } from "../../infra/service-builds";
-import { evaluateStack, listStacks, stackConfig } from "../../test/infra/harness";
+import { evaluateStack, listStacks, stackConfig } from "../../infra/testing/harness";
 import { type RenderedFiles, renderStack } from "./render";
 
 /** The committed output folder: one sub-folder per stack. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { figures, markdownTable, medians, svgChart } from "../../bench/report.js";
+import { figures, markdownTable, medians } from "../../bench/report.js";
 import type { RoundResult } from "../../bench/scenarios.js";
 import type { SystemName } from "../../bench/systems/system.js";
 
@@ -83,27 +83,5 @@ describe("markdownTable", () => {
     assert.match(slow, /Throughput, no-op tasks .*≥ BullMQ: \*\*missed\*\*/);
     assert.match(slow, /Scale-out.*≥ 1\.8×: \*\*missed\*\*/);
     assert.match(slow, /Memory per queued task .*< 1 KB: met/);
-  });
-});
-
-describe("svgChart", () => {
-  const svg = svgChart(list, medians(rounds, list), 'caption with <markup> & "quotes"');
-
-  it("draws one bar per system for every figure", () => {
-    assert.equal(svg.match(/<rect x="[^"]+" y="[^"]+" width="40"/g)?.length, list.length * 2);
-  });
-
-  it("escapes text so the file stays valid XML", () => {
-    assert.match(svg, /caption with &lt;markup&gt; &amp; &quot;quotes&quot;/);
-    assert.doesNotMatch(svg, /<markup>/);
-  });
-
-  it("scales bars within a panel: the larger value gets the taller bar", () => {
-    const heights = [
-      ...svg.matchAll(/<rect x="[^"]+" y="[^"]+" width="40" height="([\d.]+)"/g),
-    ].map((m) => Number(m[1]));
-    // Panel 0 is throughput: taskfleet 8,000 against BullMQ 5,500.
-    assert.ok(heights[0] > heights[1], `${heights[0]} should exceed ${heights[1]}`);
-    assert.ok(Math.abs(heights[0] / heights[1] - 8_000 / 5_500) < 0.01);
   });
 });

@@ -7,7 +7,6 @@ import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import type Docker from "dockerode";
 import { type ServiceName, serviceBuilds } from "../../infra/service-builds.js";
-import { listContextFiles } from "./build-context.js";
 import { ContainerFleet, freeLocalPort, runPrefix } from "./containers.js";
 import { buildServiceImages, ContainerExitedError, sourceRoot, startMaster } from "./deployment.js";
 import { connectEngine } from "./engine.js";
@@ -21,19 +20,24 @@ let docker: Docker;
 let fleet: ContainerFleet | undefined;
 let scratch: string;
 
-/** Copies a service's build context (what .dockerignore lets through) into the scratch tree. */
+/**
+ * Copies the build context into the scratch tree: the paths the repository's .dockerignore lets
+ * through (it lists them one by one, after excluding everything), itself, and the service's
+ * Dockerfile. Returns the scratch copy of the service's folder.
+ */
 async function copyContext(service: ServiceName): Promise<string> {
   const from = path.resolve(sourceRoot, serviceBuilds[service].context);
-  const to = path.join(scratch, serviceBuilds[service].context);
-  const dockerfileFrom = path.resolve(sourceRoot, serviceBuilds[service].dockerfile);
-  for (const file of await listContextFiles(from, path.relative(from, dockerfileFrom))) {
-    await mkdir(path.dirname(path.join(to, file)), { recursive: true });
-    await cp(path.join(from, file), path.join(to, file), { verbatimSymlinks: true });
+  const rules = await readFile(path.join(from, ".dockerignore"), "utf8");
+  const included = rules
+    .split("\n")
+    .filter((line) => line.startsWith("!"))
+    .map((line) => line.slice(1).trim());
+  for (const file of [".dockerignore", serviceBuilds[service].dockerfile, ...included]) {
+    const to = path.join(scratch, serviceBuilds[service].context, file);
+    await mkdir(path.dirname(to), { recursive: true });
+    await cp(path.join(from, file), to, { recursive: true, verbatimSymlinks: true });
   }
-  const dockerfile = path.join(scratch, serviceBuilds[service].dockerfile);
-  await mkdir(path.dirname(dockerfile), { recursive: true });
-  await cp(dockerfileFrom, dockerfile);
-  return to;
+  return path.join(scratch, "services", service);
 }
 
 /**
@@ -74,7 +78,10 @@ describe("a broken Dockerfile or image fails the container tests (built from a s
       buildServiceImages(docker, scratch, tagOf, ["worker"]),
       (error: unknown) => {
         assert.ok(error instanceof ImageBuildError, String(error));
-        assert.match(error.message, /failed at "Step \d+\/\d+ : COPY no-such-path-in-the-context/);
+        assert.match(
+          error.message,
+          /failed at "(Step \d+\/\d+ : |#\d+ \[[^\]]+\] )COPY no-such-path-in-the-context/,
+        );
         assert.match(error.message, /no-such-path-in-the-context/);
         assert.match(error.message, /last \d+ lines of the build log/);
         return true;
@@ -83,8 +90,8 @@ describe("a broken Dockerfile or image fails the container tests (built from a s
   });
 
   it("fails at start, with the container's exit and log, when a runtime dependency is only a dev dependency", async () => {
-    const context = await copyContext("master");
-    const manifestFile = path.join(context, "package.json");
+    const folder = await copyContext("master");
+    const manifestFile = path.join(folder, "package.json");
     const manifest = JSON.parse(await readFile(manifestFile, "utf8")) as {
       dependencies?: Record<string, string>;
       devDependencies?: Record<string, string>;
@@ -101,10 +108,8 @@ describe("a broken Dockerfile or image fails the container tests (built from a s
     await run(
       "npm",
       ["install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund"],
-      {
-        cwd: context,
-        timeout: 120_000,
-      },
+      // The one lockfile, at the root of the workspace.
+      { cwd: scratch, timeout: 120_000 },
     );
 
     const images = await buildServiceImages(docker, scratch, tagOf, ["master"]);

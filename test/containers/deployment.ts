@@ -35,10 +35,11 @@ export async function buildServiceImages(
     services.map(async (service) => {
       const started = Date.now();
       const tag = tagOf(service);
-      await buildImage(docker, {
+      await buildImage({
         name: service,
         contextDir: path.resolve(sourceRoot, serviceBuilds[service].context),
         dockerfilePath: path.resolve(sourceRoot, serviceBuilds[service].dockerfile),
+        args: serviceBuilds[service].args,
         tag,
       });
       console.log(`built ${tag} in ${((Date.now() - started) / 1000).toFixed(0)}s`);

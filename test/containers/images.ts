@@ -1,6 +1,6 @@
+import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import type Docker from "dockerode";
-import { packBuildContext } from "./build-context.js";
 
 /** What to build: absolute paths, as `fromRepoRoot` gives them. */
 export interface ImageBuildRequest {
@@ -8,101 +8,69 @@ export interface ImageBuildRequest {
   name: string;
   contextDir: string;
   dockerfilePath: string;
+  /** `--build-arg`s. */
+  args?: Record<string, string>;
   tag: string;
   /** A build still running after this long is abandoned (default 20 minutes). */
   timeoutMs?: number;
 }
 
-/** One message of the engine's build progress stream (classic builder). */
-interface BuildEvent {
-  stream?: string;
-  status?: string;
-  error?: string;
-  errorDetail?: { message?: string };
-  aux?: { ID?: string };
-}
-
 const logTailLines = 40;
 
-/** A build the engine refused or a step that failed; the message carries the failing step and the log tail. */
+/** A build that failed or did not finish; the message carries the failing step and the log tail. */
 export class ImageBuildError extends Error {
   override name = "ImageBuildError";
 }
 
 /**
- * Builds one image through the Engine API from exactly the context and Dockerfile given, with
- * host networking (the only network some engines have; on others the build simply uses the
- * host's network). Resolves to the image id. A failed step rejects with the step, the engine's
- * error and the last lines of the build log, so a broken Dockerfile is diagnosed from the test
- * output alone.
+ * Builds one image with the docker CLI, which sends the context as `docker build` always does
+ * (its .dockerignore applied), with host networking (the only network some engines have; on
+ * others the build simply uses the host's network). The engine is the one DOCKER_HOST names, as
+ * for the tests' own client. Resolves when the image is tagged; a failed step rejects with the
+ * step, the error and the last lines of the build log, so a broken Dockerfile is diagnosed from
+ * the test output alone.
  */
-export async function buildImage(docker: Docker, request: ImageBuildRequest): Promise<string> {
-  // No platform: like the program's local images, the build is for the engine's own platform.
-  const context = await packBuildContext(request.contextDir, request.dockerfilePath);
+export async function buildImage(request: ImageBuildRequest): Promise<void> {
   const timeoutMs = request.timeoutMs ?? 20 * 60_000;
-  const deadline = AbortSignal.timeout(timeoutMs);
-  const options: Docker.ImageBuildOptions = {
-    abortSignal: deadline,
-    t: request.tag,
-    dockerfile: context.dockerfile,
-    networkmode: "host",
-    rm: true,
-    forcerm: true,
-  };
-  let stream: NodeJS.ReadableStream;
-  try {
-    stream = await docker.buildImage(context.tar, options);
-  } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    throw new ImageBuildError(`building the ${request.name} image: the engine refused: ${message}`);
+  // No platform: like the program's local images, the build is for the engine's own platform.
+  const args = ["build", "--network", "host", "-f", request.dockerfilePath, "-t", request.tag];
+  for (const [name, value] of Object.entries(request.args ?? {})) {
+    args.push("--build-arg", `${name}=${value}`);
   }
-
+  const child = spawn("docker", [...args, request.contextDir], {
+    stdio: ["ignore", "pipe", "pipe"],
+    signal: AbortSignal.timeout(timeoutMs),
+  });
   const log: string[] = [];
   let currentStep = "(before the first step)";
-  let imageId: string | undefined;
-  let failure: string | undefined;
-  const logTail = () =>
-    `--- last ${logTailLines} lines of the build log ---\n${log.slice(-logTailLines).join("\n")}`;
-  const events = await new Promise<BuildEvent[]>((resolve, reject) => {
-    docker.modem.followProgress(
-      stream,
-      (error: Error | null, output: BuildEvent[]) => {
-        if (!error) resolve(output);
-        else if (deadline.aborted) {
-          // Closing the connection makes the engine cancel the build.
-          reject(
-            new ImageBuildError(
-              `building the ${request.name} image did not finish within ${timeoutMs / 1000}s; ` +
-                `it was at ${JSON.stringify(currentStep)}\n${logTail()}`,
-            ),
-          );
-        } else reject(error);
-      },
-      (event: BuildEvent) => {
-        const text = event.stream ?? event.status;
-        if (text) {
-          for (const line of text.split("\n")) {
-            if (line.trim() === "") continue;
-            log.push(line);
-            if (/^Step \d+\/\d+ : /.test(line)) currentStep = line;
-          }
-          if (log.length > logTailLines * 4) log.splice(0, log.length - logTailLines);
-        }
-        if (event.aux?.ID) imageId = event.aux.ID;
-        if (event.error || event.errorDetail) {
-          failure ??= event.errorDetail?.message ?? event.error;
-        }
-      },
-    );
+  const collect = (chunk: Buffer) => {
+    for (const line of chunk.toString("utf8").split("\n")) {
+      if (line.trim() === "") continue;
+      log.push(line);
+      // The classic builder's "Step 3/14 : COPY …", or BuildKit's "#7 [build 3/9] COPY …".
+      if (/^Step \d+\/\d+ : |^#\d+ \[[^\]]+\] /.test(line)) currentStep = line;
+    }
+    if (log.length > logTailLines * 4) log.splice(0, log.length - logTailLines);
+  };
+  child.stdout.on("data", collect);
+  child.stderr.on("data", collect);
+  const outcome = await new Promise<number | Error>((resolve) => {
+    child.on("error", resolve);
+    child.on("close", (code) => resolve(code ?? -1));
   });
-  if (failure === undefined) failure = events.find((event) => event.error)?.error;
-  if (failure !== undefined) {
+  const logTail = `--- last ${logTailLines} lines of the build log ---\n${log.slice(-logTailLines).join("\n")}`;
+  if (outcome instanceof Error) {
+    const reason =
+      outcome.name === "AbortError"
+        ? `did not finish within ${timeoutMs / 1000}s; it was at ${JSON.stringify(currentStep)}`
+        : `could not run the docker CLI: ${outcome.message}`;
+    throw new ImageBuildError(`building the ${request.name} image ${reason}\n${logTail}`);
+  }
+  if (outcome !== 0) {
     throw new ImageBuildError(
-      `building the ${request.name} image failed at ${JSON.stringify(currentStep)}: ${failure.trim()}\n${logTail()}`,
+      `building the ${request.name} image failed at ${JSON.stringify(currentStep)} (docker build exited ${outcome})\n${logTail}`,
     );
   }
-  if (imageId === undefined) imageId = (await docker.getImage(request.tag).inspect()).Id;
-  return imageId;
 }
 
 /**

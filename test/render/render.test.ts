@@ -1,9 +1,14 @@
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import { parseAllDocuments } from "yaml";
+import {
+  evaluateStack,
+  listStacks,
+  type StackEvaluation,
+  stackConfig,
+} from "../../infra/testing/harness.js";
 import { renderStack } from "../../scripts/render/render.js";
 import { renderAllStacks } from "../../scripts/render/stacks.js";
-import { evaluateStack, listStacks, type StackEvaluation, stackConfig } from "../infra/harness.js";
 
 let baseline: Map<string, string>;
 

@@ -1,14 +1,16 @@
 import { hostname } from "node:os";
+import {
+  completeBodyLimitBytes,
+  leaseResponseMaxBytes,
+  maxPayloadBytes,
+} from "@taskfleet/protocol/limits";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
 import { requireBearer } from "./auth.js";
 import type { MasterConfig } from "./config.js";
 import { errorBody, formatSchemaError, handleClientError, handleError } from "./http-errors.js";
 import { parseJsonBody } from "./json-body.js";
 import {
-  completeBodyLimitBytes,
   KEEP_ALIVE_TIMEOUT_MS,
-  leaseResponseMaxBytes,
-  maxPayloadBytes,
   SOCKET_IDLE_TIMEOUT_MS,
   TIMEOUT_CHECK_INTERVAL_MS,
 } from "./limits.js";

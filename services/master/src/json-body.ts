@@ -86,7 +86,7 @@ const PATH_KEYS_SHOWN = 12;
  * array of numbers only; each distinct set of keys a hidden class and the keys themselves; and an
  * object of more than a thousand keys, which V8 keeps as a hash table, more per key. JSON's own
  * size undercounts by up to 20 times for shapes like `[{},{},…]`, which would let a payload of
- * 1 MB take 20 MB. test/services/master/memory.test.ts holds these to measurements.
+ * 1 MB take 20 MB. services/master/test/memory.test.ts holds these to measurements.
  */
 export const HEAP_BYTES = {
   slot: 8,

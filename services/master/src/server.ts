@@ -1,4 +1,5 @@
 import { getHeapStatistics } from "node:v8";
+import { writeConfigProblems } from "@taskfleet/protocol/env";
 import { buildApp } from "./app.js";
 import { ConfigError, loadConfig, type MasterConfig } from "./config.js";
 import { HEAP_HEADROOM_BYTES } from "./limits.js";
@@ -13,12 +14,7 @@ async function main(): Promise<void> {
     config = loadConfig();
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    // The logger is not built yet; this line has the same shape as the logger's.
-    for (const problem of error.problems) {
-      process.stderr.write(
-        `${JSON.stringify({ level: "fatal", time: Date.now(), msg: `invalid configuration: ${problem}` })}\n`,
-      );
-    }
+    writeConfigProblems("taskfleet-master", error);
     process.exit(1);
   }
 

@@ -1,5 +1,5 @@
 import { inspect } from "node:util";
-import { masterLimits } from "./protocol.js";
+import { limits } from "@taskfleet/protocol/limits";
 
 /** What one run of a handler came to, as its thread reports it. */
 export type HandlerOutcome =
@@ -31,9 +31,7 @@ export function describeThrown(thrown: unknown): string {
   } catch {
     text = "the handler threw a value that cannot be described";
   }
-  return text.length > masterLimits.errorMaxChars
-    ? text.slice(0, masterLimits.errorMaxChars)
-    : text;
+  return text.length > limits.errorMaxChars ? text.slice(0, limits.errorMaxChars) : text;
 }
 
 /**

@@ -1,5 +1,5 @@
+import type { LogLevel } from "@taskfleet/protocol/log-levels";
 import { type DestinationStream, type Logger, pino } from "pino";
-import type { LogLevel } from "./config.js";
 
 export type { Logger };
 

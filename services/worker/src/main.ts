@@ -1,8 +1,9 @@
 import { inspect } from "node:util";
+import { writeConfigProblems } from "@taskfleet/protocol/env";
+import { RESULT_ENVELOPE_BYTES } from "@taskfleet/protocol/limits";
 import { ConfigError, loadConfig } from "./config.js";
 import { createLogger } from "./logger.js";
 import { MasterClient } from "./master-client.js";
-import { resultEnvelopeBytes } from "./protocol.js";
 import { loadTaskCatalog } from "./tasks/registry.js";
 import { Worker } from "./worker.js";
 
@@ -17,7 +18,7 @@ async function main(): Promise<number> {
     config = loadConfig();
   } catch (error) {
     if (error instanceof ConfigError) {
-      process.stderr.write(`taskfleet worker: invalid environment\n${error.message}\n`);
+      writeConfigProblems("taskfleet-worker", error);
       return 1;
     }
     throw error;
@@ -29,7 +30,7 @@ async function main(): Promise<number> {
     masterUrl: config.masterUrl,
     workerToken: config.workerToken,
     // A payload came in a request the master took, as large as a result may be at most.
-    leaseAnswerBytesPerTask: config.maxResultBytes + 2 * resultEnvelopeBytes,
+    leaseAnswerBytesPerTask: config.maxResultBytes + 2 * RESULT_ENVELOPE_BYTES,
   });
   const worker = new Worker({
     master,

@@ -12,7 +12,7 @@ import {
   readLeaseAnswer,
   readReleaseAnswer,
   readRenewAnswer,
-} from "./protocol.js";
+} from "@taskfleet/protocol/wire";
 
 export type { CompleteResponse, LeaseAnswer, LeasedTask, LeaseRef, ReleaseResponse, RenewResponse };
 

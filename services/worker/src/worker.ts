@@ -1,28 +1,20 @@
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
-import { Backoff } from "./backoff.js";
-import { defaultResultBufferBytes } from "./config.js";
+import { Backoff } from "@taskfleet/protocol/backoff";
+import { workerEnv } from "@taskfleet/protocol/worker-env";
 import type { HandlerOutcome } from "./handler-outcome.js";
+import { LeaseRenewal, leasesPerRequest } from "./lease-renewal.js";
 import type { Logger } from "./logger.js";
 import {
-  type EncodedResult,
-  encodeResult,
   type LeaseAnswer,
   type LeasedTask,
-  type LeaseRef,
   type MasterApi,
   MasterProtocolError,
   MasterRejectedError,
 } from "./master-client.js";
-import { defaultMaxResultBytes, masterLimits, resultEnvelopeBytes } from "./protocol.js";
+import { ResultBatcher } from "./result-batcher.js";
 import { delay } from "./task.js";
 import { type RunOutcome, TaskPool } from "./task-pool.js";
 import type { TaskCatalog } from "./tasks/registry.js";
-
-/**
- * Leases per renew or release request. Well under the master's 10,000, and small enough that the
- * request (about 100 bytes a lease) stays far below its default 1 MiB body limit.
- */
-const leasesPerRequest = 4096;
 
 export interface WorkerOptions {
   /** The master's worker routes. */
@@ -57,12 +49,12 @@ export interface WorkerOptions {
   abortGraceMs?: number;
 }
 
-/** Why a task's signal aborted; decides what the worker reports for it. */
+/**
+ * Why a task's signal aborted; decides what the worker reports for it. The third reason,
+ * `LeaseLost`, comes from lease-renewal.ts.
+ */
 class TaskTimeout extends Error {
   override name = "TaskTimeout";
-}
-class LeaseLost extends Error {
-  override name = "LeaseLost";
 }
 class ShuttingDown extends Error {
   override name = "ShuttingDown";
@@ -77,16 +69,13 @@ interface HeldTask {
   timer?: NodeJS.Timeout;
 }
 
-/** A result not yet accepted by the master, serialized once, and whether it reports a success. */
-type HeldResult = EncodedResult & { ok: boolean };
-
 /**
  * Pulls tasks from the master and runs them, each in a task thread (task-pool.ts): leases up to
  * the free concurrency per long poll and gives back anything beyond that, renews every held lease
- * from the main thread (which runs no handler code, so nothing a handler does can starve it),
- * sends completions in batches bounded in bytes, backs off when the master fails or breaks the
- * protocol, and on {@link shutdown} stops leasing, lets running tasks finish within a grace time
- * and gives back the rest. Owns no process concerns (signals, exit), so tests drive it directly.
+ * from the main thread (lease-renewal.ts), sends completions in batches bounded in bytes
+ * (result-batcher.ts), backs off when the master fails or breaks the protocol, and on
+ * {@link shutdown} stops leasing, lets running tasks finish within a grace time and gives back
+ * the rest. Owns no process concerns (signals, exit), so tests drive it directly.
  */
 export class Worker {
   private readonly master: MasterApi;
@@ -99,25 +88,15 @@ export class Worker {
   private readonly initialBackoffMs: number;
   private readonly maxBackoffMs: number;
   private readonly finalFlushMs: number;
-  private readonly requestMaxBytes: number;
-  private readonly resultBufferBytes: number;
 
   private readonly held = new Map<string, HeldTask>();
-  private pendingResults: HeldResult[] = [];
-  private sendingResults: HeldResult[] = [];
-  /** Bytes of the results pending or being sent: what `resultBufferBytes` bounds. */
-  private bufferedBytes = 0;
-  private bufferFull = false;
-  private flushScheduled = false;
-  private flushing: Promise<void> | undefined;
+  private readonly results: ResultBatcher;
+  private readonly renewal: LeaseRenewal;
 
   private readonly leaseBackoff: Backoff;
-  private readonly resultsBackoff: Backoff;
   private readonly stopController = new AbortController();
   private capacityWaiter: (() => void) | undefined;
   private idleWaiter: (() => void) | undefined;
-  private renewTimer: NodeJS.Timeout | undefined;
-  private leaseSeconds: number | undefined;
   private reachable = true;
   private loop: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
@@ -132,11 +111,30 @@ export class Worker {
     this.initialBackoffMs = options.initialBackoffMs ?? 100;
     this.maxBackoffMs = options.maxBackoffMs ?? 5_000;
     this.finalFlushMs = options.finalFlushMs ?? 5_000;
-    const maxResultBytes = options.maxResultBytes ?? defaultMaxResultBytes;
-    this.requestMaxBytes = maxResultBytes + resultEnvelopeBytes;
-    this.resultBufferBytes = options.resultBufferBytes ?? defaultResultBufferBytes;
+    const maxResultBytes = options.maxResultBytes ?? workerEnv.MAX_RESULT_BYTES.default;
     this.leaseBackoff = new Backoff(this.initialBackoffMs, this.maxBackoffMs);
-    this.resultsBackoff = new Backoff(this.initialBackoffMs, this.maxBackoffMs);
+    this.results = new ResultBatcher({
+      master: this.master,
+      workerId: this.workerId,
+      logger: this.log,
+      maxResultBytes,
+      bufferBytes: options.resultBufferBytes ?? workerEnv.RESULT_BUFFER_BYTES.default,
+      initialBackoffMs: this.initialBackoffMs,
+      maxBackoffMs: this.maxBackoffMs,
+      signal: this.stopController.signal,
+      onReachable: () => this.markReachable(),
+      onUnreachable: (error) => this.markUnreachable(error),
+      afterSend: () => this.wakeLeaseLoop(),
+    });
+    this.renewal = new LeaseRenewal({
+      master: this.master,
+      workerId: this.workerId,
+      logger: this.log,
+      held: this.held,
+      resultLeases: () => this.results.leases(),
+      onReachable: () => this.markReachable(),
+      onUnreachable: (error) => this.markUnreachable(error),
+    });
     this.pool = new TaskPool({
       tasksDirectory: options.tasks.directory,
       size: options.concurrency,
@@ -177,7 +175,7 @@ export class Worker {
   private async leaseLoop(): Promise<void> {
     while (!this.stopped) {
       const free = this.concurrency - this.held.size;
-      if (free <= 0 || this.resultBufferFull()) {
+      if (free <= 0 || this.results.isFull()) {
         await new Promise<void>((resolve) => {
           this.capacityWaiter = resolve;
         });
@@ -204,7 +202,7 @@ export class Worker {
         await this.backOff(this.leaseBackoff, error);
         continue;
       }
-      if (answer.leaseSeconds > 0) this.setLeaseSeconds(answer.leaseSeconds);
+      if (answer.leaseSeconds > 0) this.renewal.setLeaseSeconds(answer.leaseSeconds);
       const giveBack = [...answer.giveBack];
       for (const task of answer.tasks) {
         // Already running under an older lease: running it twice would report it twice.
@@ -230,23 +228,6 @@ export class Worker {
       }
       this.leaseBackoff.reset();
     }
-  }
-
-  /** True while the results not yet accepted fill the buffer: leasing waits for them to drain. */
-  private resultBufferFull(): boolean {
-    const full = this.bufferedBytes >= this.resultBufferBytes;
-    if (full !== this.bufferFull) {
-      this.bufferFull = full;
-      if (full) {
-        this.log.warn(
-          { bytes: this.bufferedBytes, results: this.pendingResults.length },
-          "results waiting for the master fill RESULT_BUFFER_BYTES; leasing paused",
-        );
-      } else {
-        this.log.info("results drained; leasing again");
-      }
-    }
-    return full;
   }
 
   private wakeLeaseLoop(): void {
@@ -332,23 +313,11 @@ export class Worker {
     if (this.held.get(entry.id) !== entry) return;
     this.drop(entry);
     this.log.debug({ taskId: entry.id, type: entry.type, ok: outcome.ok }, "task done");
-    this.enqueue(
+    this.results.add(
       outcome.ok
         ? { id: entry.id, leaseId: entry.leaseId, ok: true, resultJson: outcome.resultJson }
         : { id: entry.id, leaseId: entry.leaseId, ...outcome },
     );
-  }
-
-  private enqueue(result: Parameters<typeof encodeResult>[0]): void {
-    const encoded = { ...encodeResult(result), ok: result.ok };
-    this.pendingResults.push(encoded);
-    this.bufferedBytes += encoded.bytes;
-    this.scheduleFlush();
-  }
-
-  /** A result the master has answered for (accepted, rejected or refused): its bytes are free. */
-  private settled(result: HeldResult): void {
-    this.bufferedBytes -= result.bytes;
   }
 
   private drop(entry: HeldTask): void {
@@ -359,159 +328,6 @@ export class Worker {
       const idle = this.idleWaiter;
       this.idleWaiter = undefined;
       idle?.();
-    }
-  }
-
-  /** Coalesces the completions of one event-loop turn into one request, with no fixed delay. */
-  private scheduleFlush(): void {
-    if (this.flushScheduled || this.flushing) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      void this.flush();
-    });
-  }
-
-  private flush(deadline?: number): Promise<void> {
-    this.flushing ??= this.sendResults(deadline).finally(() => {
-      this.flushing = undefined;
-    });
-    return this.flushing;
-  }
-
-  /** Waits out a flush already under way (it gives up once stopped), then sends what is left. */
-  private async drainResults(deadline: number): Promise<void> {
-    await this.flushing;
-    await this.flush(deadline);
-  }
-
-  /**
-   * The oldest pending results that fit one request: within the master's body limit (each result
-   * alone fits, since a larger one failed its task) and its count limit.
-   */
-  private takeBatch(): HeldResult[] {
-    let bytes = 64 + Buffer.byteLength(JSON.stringify(this.workerId));
-    let count = 0;
-    for (const result of this.pendingResults) {
-      if (count === masterLimits.workerBatchMax) break;
-      if (count > 0 && bytes + result.bytes + 1 > this.requestMaxBytes) break;
-      bytes += result.bytes + 1;
-      count++;
-    }
-    return this.pendingResults.splice(0, count);
-  }
-
-  private async sendResults(deadline?: number): Promise<void> {
-    while (this.pendingResults.length > 0) {
-      if (deadline !== undefined && Date.now() >= deadline) return;
-      const batch = this.takeBatch();
-      this.sendingResults = batch;
-      try {
-        const answer = await this.master.complete(this.workerId, batch);
-        for (const result of batch) this.settled(result);
-        this.resultsBackoff.reset();
-        this.markReachable();
-        for (const rejected of answer.rejected) {
-          this.log.warn(
-            { taskId: rejected.id, reason: rejected.reason },
-            "the master rejected a completion",
-          );
-        }
-      } catch (error) {
-        if (error instanceof MasterRejectedError) {
-          await this.sendOneByOne(batch, error);
-        } else {
-          this.pendingResults = batch.concat(this.pendingResults);
-          if (this.stopped && deadline === undefined) return;
-          await this.backOff(this.resultsBackoff, error, deadline);
-        }
-      } finally {
-        this.sendingResults = [];
-        this.wakeLeaseLoop();
-      }
-    }
-  }
-
-  /**
-   * A refused batch (one result the master cannot take) must not lose the other results in it:
-   * send them one at a time, and turn a refused result into a failure report.
-   */
-  private async sendOneByOne(batch: HeldResult[], cause: MasterRejectedError): Promise<void> {
-    if (batch.length === 1) {
-      const [result] = batch as [HeldResult];
-      this.log.error({ taskId: result.id, err: cause }, "the master refused a task's result");
-      this.settled(result);
-      if (result.ok) {
-        this.enqueue({
-          id: result.id,
-          leaseId: result.leaseId,
-          ok: false,
-          error: `the master refused the result: ${cause.message}`.slice(
-            0,
-            masterLimits.errorMaxChars,
-          ),
-          retryable: false,
-        });
-      }
-      return;
-    }
-    for (const result of batch) {
-      try {
-        await this.master.complete(this.workerId, [result]);
-        this.settled(result);
-      } catch (error) {
-        if (error instanceof MasterRejectedError) await this.sendOneByOne([result], error);
-        else this.pendingResults.push(result);
-      }
-    }
-  }
-
-  private setLeaseSeconds(seconds: number): void {
-    const changed = this.leaseSeconds !== seconds;
-    this.leaseSeconds = seconds;
-    if (changed || !this.renewTimer) this.scheduleRenewal();
-  }
-
-  /** About three renewals per lease, so one lost request does not cost a lease. */
-  private scheduleRenewal(): void {
-    clearTimeout(this.renewTimer);
-    if (this.leaseSeconds === undefined) return;
-    this.renewTimer = setTimeout(
-      () => {
-        void this.renew().finally(() => this.scheduleRenewal());
-      },
-      (this.leaseSeconds * 1000) / 3,
-    );
-    this.renewTimer.unref();
-  }
-
-  private async renew(): Promise<void> {
-    const leases: LeaseRef[] = [];
-    for (const entry of this.held.values()) leases.push({ id: entry.id, leaseId: entry.leaseId });
-    // A result not yet accepted still needs its lease, or the master would reject it.
-    for (const result of this.sendingResults)
-      leases.push({ id: result.id, leaseId: result.leaseId });
-    for (const result of this.pendingResults)
-      leases.push({ id: result.id, leaseId: result.leaseId });
-    for (let start = 0; start < leases.length; start += leasesPerRequest) {
-      try {
-        const answer = await this.master.renew(
-          this.workerId,
-          leases.slice(start, start + leasesPerRequest),
-        );
-        this.markReachable();
-        // Checked against the master's own range: a tiny value would make renewals spin.
-        this.leaseSeconds = answer.leaseSeconds;
-        for (const id of answer.lost) {
-          const entry = this.held.get(id);
-          if (!entry) continue;
-          this.log.warn({ taskId: id, type: entry.type }, "lease lost; abandoning the task");
-          entry.controller.abort(new LeaseLost("lease lost"));
-        }
-      } catch (error) {
-        this.markUnreachable(error);
-        return;
-      }
     }
   }
 
@@ -538,13 +354,12 @@ export class Worker {
     const unfinished = [...this.held.values()];
     for (const entry of unfinished)
       entry.controller.abort(new ShuttingDown("worker shutting down"));
-    await Promise.all([this.releaseQuietly(unfinished, deadline), this.drainResults(deadline)]);
-    clearTimeout(this.renewTimer);
-    this.renewTimer = undefined;
+    await Promise.all([this.releaseQuietly(unfinished, deadline), this.results.drain(deadline)]);
+    this.renewal.stop();
     await this.pool.close();
-    if (this.pendingResults.length > 0) {
+    if (this.results.pendingCount > 0) {
       this.log.warn(
-        { results: this.pendingResults.length },
+        { results: this.results.pendingCount },
         "shutdown: results not delivered; their tasks will run again after their leases expire",
       );
     }

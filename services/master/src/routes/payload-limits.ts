@@ -1,5 +1,5 @@
+import { limits } from "@taskfleet/protocol/limits";
 import { jsonBytes, measureHeap } from "../json-body.js";
-import { limits } from "../limits.js";
 
 /** A payload or result within the limits: its size as JSON and its estimated heap size. */
 export interface Measured {

@@ -1,4 +1,4 @@
-import { limits } from "../limits.js";
+import { limits } from "@taskfleet/protocol/limits";
 
 export const taskTypePattern = "^[a-z0-9][a-z0-9_.:-]*$";
 
@@ -32,11 +32,11 @@ export const batchSchema = {
 export const taskIdParamsSchema = {
   type: "object",
   required: ["id"],
-  properties: { id: { type: "string", minLength: 1, maxLength: 64 } },
+  properties: { id: { type: "string", minLength: 1, maxLength: limits.refMaxLength } },
 } as const;
 
 const workerId = { type: "string", minLength: 1, maxLength: limits.workerIdMaxLength } as const;
-const ref = { type: "string", minLength: 1, maxLength: 64 } as const;
+const ref = { type: "string", minLength: 1, maxLength: limits.refMaxLength } as const;
 
 const leaseRefs = {
   type: "array",

@@ -1,7 +1,7 @@
+import { limits } from "@taskfleet/protocol/limits";
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { requireBearer } from "../auth.js";
 import { errorBody, unavailable } from "../http-errors.js";
-import { limits } from "../limits.js";
 import {
   OverBudgetError,
   type SubmitOutcome,

@@ -1,3 +1,5 @@
+import { backoffDelayMs } from "@taskfleet/protocol/backoff";
+import { limits } from "@taskfleet/protocol/limits";
 import { HEAP_BYTES, jsonBytes, measureHeap } from "../json-body.js";
 import { TASK_OVERHEAD_BYTES, TRACKED_WORKERS_MAX } from "../limits.js";
 import { newLeaseId, newTaskId } from "./ids.js";
@@ -17,8 +19,6 @@ import {
   type TaskView,
 } from "./task-store.js";
 
-/** Longer errors are cut: a stack trace per retained task would dominate the master's memory. */
-export const ERROR_MAX_CHARS = 4096;
 /** Retry backoff never grows past this (or past the base, when the base is larger). */
 export const BACKOFF_CAP_MS = 300_000;
 
@@ -557,8 +557,8 @@ export class MemoryTaskStore implements TaskStore {
     }
     this.observer.attemptEnded("failed", runSeconds);
     task.error =
-      completion.error.length > ERROR_MAX_CHARS
-        ? completion.error.slice(0, ERROR_MAX_CHARS)
+      completion.error.length > limits.errorMaxChars
+        ? completion.error.slice(0, limits.errorMaxChars)
         : completion.error;
     if (completion.retryable && task.attempts < task.maxAttempts) {
       this.account(task);
@@ -596,11 +596,10 @@ export class MemoryTaskStore implements TaskStore {
     }
   }
 
-  /** Exponential from the base, capped, with "equal jitter": half fixed, half random. */
+  /** Exponential from the base, capped (at the base, when that is larger), with jitter. */
   private backoffMs(attempt: number): number {
     const cap = Math.max(this.retryBackoffMs, BACKOFF_CAP_MS);
-    const exponential = Math.min(cap, this.retryBackoffMs * 2 ** (attempt - 1));
-    return Math.round(exponential / 2 + (exponential / 2) * this.random());
+    return Math.round(backoffDelayMs(this.retryBackoffMs, cap, attempt - 1, this.random));
   }
 
   private finish(task: TaskRecord, status: "succeeded" | "failed", now: number): void {

@@ -1,3 +1,12 @@
+import type {
+  LeasedTask,
+  LeaseRef,
+  RejectReason,
+  Completion as WireCompletion,
+} from "@taskfleet/protocol/wire";
+
+export type { LeasedTask, LeaseRef, RejectReason };
+
 /**
  * The master's state behind one interface, so the in-memory store can be swapped for a durable
  * one (Redis is next) without touching the routes. Every method returns a promise even where the
@@ -41,27 +50,8 @@ export interface SubmitOutcome {
   created: boolean;
 }
 
-/** A task handed to a worker under a fresh lease. */
-export interface LeasedTask {
-  id: string;
-  leaseId: string;
-  type: string;
-  payload: unknown;
-  /** 1 for the first attempt. */
-  attempt: number;
-  timeoutSeconds: number;
-}
-
-export interface LeaseRef {
-  id: string;
-  leaseId: string;
-}
-
-export type Completion =
-  | { id: string; leaseId: string; ok: true; result?: unknown; resultMemoryBytes?: number }
-  | { id: string; leaseId: string; ok: false; error: string; retryable: boolean };
-
-export type RejectReason = "not_found" | "lease_lost";
+/** A completion as the store takes it: the wire's, with a success's measured result size. */
+export type Completion = WireCompletion & { resultMemoryBytes?: number };
 
 export interface CompleteOutcome {
   accepted: string[];

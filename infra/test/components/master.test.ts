@@ -1,0 +1,210 @@
+/**
+ * The Master component on its own, under mocks, with the args written out here: what its child
+ * resources get from each arg (the stack tests check the same objects for the shipped stacks).
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import * as pulumi from "@pulumi/pulumi";
+import type { DeployableImage } from "../../images";
+import { Master, type MasterArgs } from "../../master";
+import { type ComponentEvaluation, evaluateComponent, promiseOf } from "../../testing/harness";
+import {
+  envOf,
+  findResource,
+  inputs,
+  onlyContainer,
+  plainEnv,
+  resourcesOfType,
+} from "../../testing/resources";
+
+const Deployment = "kubernetes:apps/v1:Deployment";
+const Service = "kubernetes:core/v1:Service";
+const Secret = "kubernetes:core/v1:Secret";
+
+const mebibyte = 2 ** 20;
+const imageRef = `registry.example/taskfleet/master@sha256:${"ab".repeat(32)}`;
+const apiToken = "api-token-for-the-master-test-0123456789";
+const workerToken = "worker-token-for-the-master-test-0123456789";
+
+function image(): DeployableImage {
+  return {
+    ref: pulumi.output(imageRef),
+    pullPolicy: "IfNotPresent",
+    digest: pulumi.output(`sha256:${"ab".repeat(32)}`),
+    acceptedFindings: [{ check: "CKV_K8S_43", reason: "a finding the image brings" }],
+  };
+}
+
+function args(overrides: Partial<MasterArgs> = {}): MasterArgs {
+  return {
+    namespace: pulumi.output("fleet"),
+    image: image(),
+    apiToken: pulumi.secret(apiToken),
+    workerToken: pulumi.secret(workerToken),
+    leaseSeconds: 45,
+    maxAttempts: 5,
+    resultTtlSeconds: 7200,
+    logLevel: "debug",
+    resources: { cpuRequest: "100m", cpuLimit: "1", memoryRequest: "256Mi", memoryLimit: "512Mi" },
+    allowedSourceRanges: [],
+    internalLoadBalancer: false,
+    skipAwaitAddress: false,
+    ...overrides,
+  };
+}
+
+function master(overrides: Partial<MasterArgs> = {}): Promise<ComponentEvaluation<Master>> {
+  return evaluateComponent(() => new Master("master", args(overrides)));
+}
+
+describe("Master", () => {
+  it("passes its settings to the container by the master's variable names, and the pod a grace above the master's own", async () => {
+    const evaluation = await master();
+    const deployment = inputs(findResource(evaluation, Deployment, "master"));
+    const container = onlyContainer(deployment);
+    const plain = plainEnv(container);
+    assert.deepEqual(plain, {
+      PORT: "8080",
+      INTERNAL_PORT: "8081",
+      HOST: "0.0.0.0",
+      LEASE_SECONDS: "45",
+      MAX_ATTEMPTS: "5",
+      RESULT_TTL_SECONDS: "7200",
+      SHUTDOWN_GRACE_SECONDS: "25",
+      // 512Mi limit: 128Mi outside the heap, and 160Mi of the heap for requests being parsed.
+      MEMORY_BUDGET_BYTES: String(224 * mebibyte),
+      NODE_OPTIONS: "--max-old-space-size=384",
+      LOG_LEVEL: "debug",
+    });
+    assert.equal(deployment.spec.template.spec.terminationGracePeriodSeconds, 25 + 15);
+    assert.equal(container.image, imageRef);
+    assert.equal(container.imagePullPolicy, "IfNotPresent");
+    assert.deepEqual(container.resources, {
+      requests: { cpu: "100m", memory: "256Mi" },
+      limits: { cpu: "1", memory: "512Mi" },
+    });
+    assert.equal(deployment.metadata.namespace, "fleet");
+  });
+
+  it("sizes the heap and the task budget from the memory limit it is given", async () => {
+    const evaluation = await master({
+      resources: { cpuRequest: "1", cpuLimit: "2", memoryRequest: "768Mi", memoryLimit: "1Gi" },
+    });
+    const container = onlyContainer(inputs(findResource(evaluation, Deployment, "master")));
+    assert.equal(envOf(container, "NODE_OPTIONS").value, "--max-old-space-size=896");
+    assert.equal(envOf(container, "MEMORY_BUDGET_BYTES").value, String(736 * mebibyte));
+  });
+
+  it("states the image's accepted manifest findings on the Deployment, after its own", async () => {
+    const evaluation = await master();
+    const deployment = inputs(findResource(evaluation, Deployment, "master"));
+    assert.deepEqual(Object.keys(deployment.metadata.annotations), [
+      "checkov.io/skip1",
+      "checkov.io/skip2",
+    ]);
+    assert.match(deployment.metadata.annotations["checkov.io/skip1"], /^CKV_K8S_35=/);
+    assert.equal(
+      deployment.metadata.annotations["checkov.io/skip2"],
+      "CKV_K8S_43=a finding the image brings",
+    );
+  });
+
+  it("keeps both tokens in a Secret it creates and hands them to the container only by secretKeyRef", async () => {
+    const evaluation = await master();
+    const secret = inputs(findResource(evaluation, Secret, "master-tokens"));
+    assert.deepEqual(secret.stringData, { apiToken, workerToken });
+    assert.equal(secret.metadata.namespace, "fleet");
+    const container = onlyContainer(inputs(findResource(evaluation, Deployment, "master")));
+    for (const [env, key] of [
+      ["API_TOKEN", "apiToken"],
+      ["WORKER_TOKEN", "workerToken"],
+    ]) {
+      const entry = envOf(container, env as string);
+      assert.equal(entry.value, undefined, `${env} must not be a plain value`);
+      assert.deepEqual(entry.valueFrom, { secretKeyRef: { name: secret.metadata.name, key } });
+    }
+    for (const resource of evaluation.resources.filter((r) => r.type !== Secret)) {
+      const text = JSON.stringify(resource.inputs);
+      assert.ok(!text.includes(apiToken) && !text.includes(workerToken), resource.name);
+    }
+    assert.equal(await promiseOf(evaluation.component.tokenSecretName), secret.metadata.name);
+  });
+
+  it("serves the public port through a LoadBalancer and the internal one through a ClusterIP Service, both selecting its pod", async () => {
+    const evaluation = await master();
+    assert.deepEqual(
+      resourcesOfType(evaluation, Service)
+        .map((r) => r.name)
+        .sort(),
+      ["master", "master-internal"],
+    );
+    const selector = inputs(findResource(evaluation, Deployment, "master")).spec.selector
+      .matchLabels;
+    assert.deepEqual(evaluation.component.podSelector, selector);
+
+    const service = inputs(findResource(evaluation, Service, "master"));
+    assert.equal(service.spec.type, "LoadBalancer");
+    assert.deepEqual(service.spec.ports, [
+      { name: "http", port: 80, targetPort: "http", protocol: "TCP" },
+    ]);
+    assert.deepEqual(service.spec.selector, selector);
+
+    const internal = inputs(findResource(evaluation, Service, "master-internal"));
+    assert.equal(internal.spec.type, "ClusterIP");
+    assert.deepEqual(internal.spec.ports, [
+      { name: "internal", port: 80, targetPort: "internal", protocol: "TCP" },
+    ]);
+    assert.deepEqual(internal.spec.selector, selector);
+    assert.equal(internal.metadata.namespace, "fleet");
+
+    assert.equal(
+      await promiseOf(evaluation.component.internalUrl),
+      `http://${internal.metadata.name}.fleet.svc.cluster.local:80`,
+    );
+    assert.equal(await promiseOf(evaluation.component.serviceName), service.metadata.name);
+  });
+
+  it("lets only the allowed source ranges through the load balancer, and every source when none are given", async () => {
+    const ranges = ["203.0.113.0/24", "198.51.100.7/32"];
+    const limited = await master({ allowedSourceRanges: ranges });
+    const service = inputs(findResource(limited, Service, "master"));
+    assert.deepEqual(service.spec.loadBalancerSourceRanges, ranges);
+    assert.equal(
+      inputs(findResource(limited, Service, "master-internal")).spec.loadBalancerSourceRanges,
+      undefined,
+    );
+
+    const open = await master({ allowedSourceRanges: [] });
+    assert.equal(
+      inputs(findResource(open, Service, "master")).spec.loadBalancerSourceRanges,
+      undefined,
+    );
+  });
+
+  it("asks GKE for an internal load balancer only when told to", async () => {
+    const annotation = "networking.gke.io/load-balancer-type";
+    const internal = await master({ internalLoadBalancer: true });
+    assert.equal(
+      inputs(findResource(internal, Service, "master")).metadata.annotations[annotation],
+      "Internal",
+    );
+    const external = await master({ internalLoadBalancer: false });
+    assert.equal(
+      inputs(findResource(external, Service, "master")).metadata.annotations[annotation],
+      undefined,
+    );
+  });
+
+  it("waits for the load balancer's address unless skipAwaitAddress, and reports it as url", async () => {
+    const waiting = await master({ skipAwaitAddress: false });
+    const waited = inputs(findResource(waiting, Service, "master"));
+    assert.equal(waited.metadata.annotations["pulumi.com/skipAwait"], undefined);
+    // The mocks give a LoadBalancer that is waited for the address 203.0.113.10.
+    assert.equal(await promiseOf(waiting.component.url), "http://203.0.113.10");
+
+    const skipping = await master({ skipAwaitAddress: true });
+    const skipped = inputs(findResource(skipping, Service, "master"));
+    assert.equal(skipped.metadata.annotations["pulumi.com/skipAwait"], "true");
+    assert.equal(await promiseOf(skipping.component.url), "");
+  });
+});

@@ -1,0 +1,190 @@
+/**
+ * Runs the real images with exactly the environment the Pulumi program gives the pods (env values
+ * and Secret references resolved from the evaluated stack), under the pods' lockdown, to prove the
+ * program and the services agree on the contract in docs/protocol.md. Needs a Docker engine:
+ * `npm run test:containers`.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import Docker from "dockerode";
+import { ContainerFleet, freeLocalPort, runPrefix } from "../../test/containers/containers";
+import { buildImage } from "../../test/containers/images";
+import { fromRepoRoot, serviceBuilds } from "../service-builds";
+import { evaluateStack, isSecretOutput, type StackEvaluation } from "../testing/harness";
+import { findResource, inputs, type Json } from "../testing/resources";
+
+/** The container's env as the kubelet would set it: values, and secretKeyRefs from the Secret. */
+function resolvedEnv(container: Json, secret: Json): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const entry of container.env ?? []) {
+    if (entry.value !== undefined) {
+      env[entry.name] = String(entry.value);
+      continue;
+    }
+    const ref = entry.valueFrom?.secretKeyRef;
+    assert.ok(ref, `env ${entry.name} is neither a value nor a secretKeyRef`);
+    assert.equal(ref.name, secret.metadata.name, `env ${entry.name} reads an unknown Secret`);
+    const value = secret.stringData[ref.key];
+    assert.equal(typeof value, "string", `Secret has no key ${ref.key}`);
+    env[entry.name] = value;
+  }
+  return env;
+}
+
+async function poll<T>(
+  what: string,
+  attempts: number,
+  intervalMs: number,
+  probe: () => Promise<T | undefined>,
+): Promise<T> {
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    const result = await probe().catch(() => undefined);
+    if (result !== undefined) return result;
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
+
+describe("the program's pods, run as containers", () => {
+  const docker = new Docker();
+  const fleet = new ContainerFleet(docker);
+  const prefix = runPrefix();
+  const tags = { master: `taskfleet-master:${prefix}`, worker: `taskfleet-worker:${prefix}` };
+  let evaluation: StackEvaluation;
+  let master: Json;
+  let workers: Json;
+  let secret: Json;
+  let port: number;
+  let internalPort: number;
+
+  before(async () => {
+    evaluation = await evaluateStack("dev");
+    master = inputs(findResource(evaluation, "kubernetes:apps/v1:Deployment", "master"));
+    workers = inputs(findResource(evaluation, "kubernetes:apps/v1:Deployment", "workers"));
+    secret = inputs(findResource(evaluation, "kubernetes:core/v1:Secret", "master-tokens"));
+    for (const service of ["master", "worker"] as const) {
+      await buildImage({
+        name: service,
+        contextDir: fromRepoRoot(serviceBuilds[service].context),
+        dockerfilePath: fromRepoRoot(serviceBuilds[service].dockerfile),
+        args: serviceBuilds[service].args,
+        tag: tags[service],
+      });
+    }
+    port = await freeLocalPort();
+    internalPort = await freeLocalPort();
+  });
+
+  after(async () => {
+    await fleet.removeAll();
+    for (const tag of Object.values(tags)) {
+      await docker
+        .getImage(tag)
+        .remove({ force: true })
+        .catch(() => undefined);
+    }
+  });
+
+  it("starts the master with the program's environment and passes both of its probes", async () => {
+    const container = master.spec.template.spec.containers[0];
+    const env = resolvedEnv(container, secret);
+    // The one change: host networking here, so each container port becomes a free host port.
+    const hostPorts = new Map<string, number>([
+      ["http", port],
+      ["internal", internalPort],
+    ]);
+    const named = new Map<string, number>(
+      container.ports.map((p: Json) => [p.name, p.containerPort]),
+    );
+    assert.deepEqual([...named.keys()], [...hostPorts.keys()]);
+    assert.equal(env.PORT, String(named.get("http")));
+    assert.equal(env.INTERNAL_PORT, String(named.get("internal")));
+    env.PORT = String(port);
+    env.INTERNAL_PORT = String(internalPort);
+    await fleet.start({ name: `${prefix}-master`, image: tags.master, env });
+    for (const probe of [container.readinessProbe, container.livenessProbe]) {
+      const probePort = hostPorts.get(probe.httpGet.port);
+      assert.ok(probePort, `the probe's port ${probe.httpGet.port} is not a container port`);
+      await poll(`GET ${probe.httpGet.path}`, 50, 200, async () => {
+        const response = await fetch(`http://127.0.0.1:${probePort}${probe.httpGet.path}`, {
+          signal: AbortSignal.timeout(2000),
+        });
+        return response.status === 200 ? true : undefined;
+      });
+    }
+  });
+
+  it("keeps the worker API and /metrics off the port the load balancer exposes", async () => {
+    const services = evaluation.resources
+      .filter((r) => r.type === "kubernetes:core/v1:Service")
+      .map((r) => inputs(r));
+    const exposed = services.find((s: Json) => s.spec.type === "LoadBalancer");
+    assert.deepEqual(
+      exposed.spec.ports.map((p: Json) => p.targetPort),
+      ["http"],
+    );
+    const workerToken = secret.stringData.workerToken as string;
+    const lease = await fetch(`http://127.0.0.1:${port}/worker/v1/lease`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${workerToken}`, "content-type": "application/json" },
+      body: JSON.stringify({ workerId: "outsider", max: 1 }),
+      signal: AbortSignal.timeout(2000),
+    });
+    assert.equal(lease.status, 404);
+    const metrics = await fetch(`http://127.0.0.1:${port}/metrics`, {
+      signal: AbortSignal.timeout(2000),
+    });
+    assert.equal(metrics.status, 404);
+    const internalMetrics = await fetch(`http://127.0.0.1:${internalPort}/metrics`, {
+      signal: AbortSignal.timeout(2000),
+    });
+    assert.equal(internalMetrics.status, 200);
+  });
+
+  it("runs a task through a worker started with the program's environment, using the apiToken output", async () => {
+    const container = workers.spec.template.spec.containers[0];
+    const env = resolvedEnv(container, secret);
+    // The cluster DNS name resolves only inside the cluster.
+    assert.match(
+      env.MASTER_URL ?? "",
+      /^http:\/\/master-internal-[a-z0-9]+\.taskfleet-dev\.svc\.cluster\.local:80$/,
+    );
+    env.MASTER_URL = `http://127.0.0.1:${internalPort}`;
+    await fleet.start({ name: `${prefix}-worker`, image: tags.worker, env });
+
+    const apiToken = evaluation.outputs.apiToken;
+    assert.ok(isSecretOutput(apiToken));
+    const headers = {
+      authorization: `Bearer ${apiToken.value}`,
+      "content-type": "application/json",
+    };
+    const created = await fetch(`http://127.0.0.1:${port}/v1/tasks`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ type: "echo", payload: { from: "infra" } }),
+      signal: AbortSignal.timeout(5000),
+    });
+    assert.equal(created.status, 202, await created.clone().text());
+    const { id } = (await created.json()) as { id: string };
+    const task = await poll("the task to finish", 75, 200, async () => {
+      const response = await fetch(`http://127.0.0.1:${port}/v1/tasks/${id}`, {
+        headers,
+        signal: AbortSignal.timeout(2000),
+      });
+      const body = (await response.json()) as { status: string; result?: unknown };
+      return body.status === "succeeded" || body.status === "failed" ? body : undefined;
+    });
+    assert.deepEqual(task, { ...task, status: "succeeded", result: { from: "infra" } });
+  });
+
+  it("stops an idle worker on SIGTERM well inside the pod's grace period", async () => {
+    const grace = workers.spec.template.spec.terminationGracePeriodSeconds as number;
+    const container = docker.getContainer(`${prefix}-worker`);
+    const started = Date.now();
+    await container.stop({ t: grace });
+    const seconds = (Date.now() - started) / 1000;
+    const state = (await container.inspect()).State;
+    assert.equal(state.ExitCode, 0);
+    assert.ok(seconds < grace, `took ${seconds}s of ${grace}s`);
+  });
+});

@@ -1,0 +1,2 @@
+// The built-in `echo` task, so the tests' task folder has it next to the test-only ones.
+export { default } from "../../src/tasks/echo.js";

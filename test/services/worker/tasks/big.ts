@@ -1,7 +1,0 @@
-import { defineTask, z } from "../../../../services/worker/src/task.js";
-
-/** Returns a string of `chars` characters: a result as large as a test needs. */
-export default defineTask({
-  payload: z.object({ chars: z.number().int().min(0) }),
-  run: ({ chars }) => "x".repeat(chars),
-});

@@ -1,2 +1,0 @@
-// The built-in `echo` task, so the tests' task folder has it next to the test-only ones.
-export { default } from "../../../../services/worker/src/tasks/echo.js";

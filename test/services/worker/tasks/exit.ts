@@ -1,9 +1,0 @@
-import { defineTask, z } from "../../../../services/worker/src/task.js";
-
-/** Calls process.exit, as a careless library might. */
-export default defineTask({
-  payload: z.object({ code: z.number().int() }),
-  run({ code }) {
-    process.exit(code);
-  },
-});

@@ -1,9 +1,0 @@
-import { defineTask, PermanentTaskError, z } from "../../../../services/worker/src/task.js";
-
-/** Fails in a way no retry can fix. */
-export default defineTask({
-  payload: z.unknown(),
-  run() {
-    throw new PermanentTaskError("no such account");
-  },
-});

@@ -1,9 +1,0 @@
-import { defineTask, z } from "../../../../services/worker/src/task.js";
-
-/** Throws a value without a prototype: `String()` of it throws in turn. */
-export default defineTask({
-  payload: z.unknown(),
-  run() {
-    throw Object.create(null);
-  },
-});
