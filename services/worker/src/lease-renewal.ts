@@ -57,6 +57,8 @@ export class LeaseRenewal {
 
   private timer: NodeJS.Timeout | undefined;
   private leaseSeconds: number | undefined;
+  /** Set by {@link stop}: a renewal that was on its way when it came schedules no other. */
+  private stopped = false;
 
   constructor(options: LeaseRenewalOptions) {
     this.master = options.master;
@@ -73,6 +75,7 @@ export class LeaseRenewal {
    * reschedules them if the period changed.
    */
   setLeaseSeconds(seconds: number): void {
+    this.stopped = false;
     const changed = this.leaseSeconds !== seconds;
     this.leaseSeconds = seconds;
     if (changed || !this.timer) this.schedule();
@@ -80,6 +83,7 @@ export class LeaseRenewal {
 
   /** Cancels the next renewal; a later {@link setLeaseSeconds} starts them again. */
   stop(): void {
+    this.stopped = true;
     clearTimeout(this.timer);
     this.timer = undefined;
   }
@@ -90,7 +94,9 @@ export class LeaseRenewal {
     if (this.leaseSeconds === undefined) return;
     this.timer = setTimeout(
       () => {
-        void this.renew().finally(() => this.schedule());
+        void this.renew().finally(() => {
+          if (!this.stopped) this.schedule();
+        });
       },
       (this.leaseSeconds * 1000) / 3,
     );

@@ -207,4 +207,24 @@ describe("lease renewal", () => {
     await sleep(100);
     assert.equal(calls.length, 1);
   });
+
+  it("renews nothing more when stopped while a renew request is on its way", async () => {
+    let answer: (() => void) | undefined;
+    const { master, calls } = fakeMaster(
+      0.03,
+      (leases) =>
+        new Promise<RenewResponse>((resolve) => {
+          answer = () =>
+            resolve({ renewed: leases.map(({ id }) => id), lost: [], leaseSeconds: 0.03 });
+        }),
+    );
+    const { renewal: leases } = renewal(master, { held: held("t1") });
+    leases.setLeaseSeconds(0.03);
+    await until(() => calls.length === 1);
+    // Shutdown stops the renewals before the master answers the request in flight.
+    leases.stop();
+    answer?.();
+    await sleep(100);
+    assert.equal(calls.length, 1);
+  });
 });
