@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as net from "node:net";
@@ -45,6 +45,17 @@ async function ready(child: ChildProcess, port: number, output: () => string): P
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new Error(`redis-server did not answer on port ${port}: ${output()}`);
+}
+
+/**
+ * Why the Redis tests cannot run here, or undefined when they can: they need `redis-server` on the
+ * PATH (the Debian and Ubuntu package `redis-server`).
+ */
+export function redisUnavailable(): string | undefined {
+  const probe = spawnSync("redis-server", ["--version"], { encoding: "utf8" });
+  return probe.error === undefined && probe.status === 0
+    ? undefined
+    : "redis-server is not installed (apt-get install redis-server)";
 }
 
 export async function startRedis(): Promise<TestRedis> {

@@ -70,7 +70,12 @@ function ref(task: LeasedTask | undefined) {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export function storeContract(name: string, factory: StoreFactory): void {
+/** `skip`: a reason to register the cases skipped (the backend is not available here). */
+export function storeContract(
+  name: string,
+  factory: StoreFactory,
+  { skip }: { skip?: string } = {},
+): void {
   /** A store with the defaults and a fake clock, unless the case says otherwise. */
   async function make(t: TestContext, options: Partial<ContractOptions> = {}) {
     const clock = new FakeClock();
@@ -93,7 +98,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
     assert.equal(outcome.accepted.length, leased.length);
   }
 
-  describe(`${name}: submitting and reading`, () => {
+  describe(`${name}: submitting and reading`, { skip }, () => {
     it("queues a task and shows it with its creation time and no attempts", async (t) => {
       const { store, clock } = await make(t);
       const [outcome] = await store.submit([spec({ a: 1 }, { timeoutSeconds: 120 })]);
@@ -183,7 +188,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
     });
   });
 
-  describe(`${name}: leases`, () => {
+  describe(`${name}: leases`, { skip }, () => {
     it("hands out lease ids of 128 random bits, unrelated to one another", async (t) => {
       const { store } = await make(t);
       await store.submit(Array.from({ length: 200 }, (_, n) => spec(n)));
@@ -445,7 +450,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
     });
   });
 
-  describe(`${name}: lease ownership`, () => {
+  describe(`${name}: lease ownership`, { skip }, () => {
     it("does not let a guessed lease id complete another worker's live lease", async (t) => {
       const { store } = await make(t);
       const id = await submitOne(store, 1);
@@ -498,7 +503,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
     });
   });
 
-  describe(`${name}: retries`, () => {
+  describe(`${name}: retries`, { skip }, () => {
     it("retries a failed attempt after a backoff, then fails the task with the last error", async (t) => {
       // Jitter at its top: the full exponential delay.
       const { store, clock } = await make(t, { random: () => 0.999999 });
@@ -584,7 +589,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
     });
   });
 
-  describe(`${name}: retention of finished tasks`, () => {
+  describe(`${name}: retention of finished tasks`, { skip }, () => {
     it("drops finished tasks once the result TTL has passed", async (t) => {
       const { store, clock, sweep } = await make(t, { resultTtlSeconds: 60 });
       const old = await submitOne(store, 1);
@@ -648,7 +653,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
     });
   });
 
-  describe(`${name}: waiting for a result`, () => {
+  describe(`${name}: waiting for a result`, { skip }, () => {
     it("answers a wait as soon as the task finishes", async (t) => {
       const { store } = await make(t, { now: undefined });
       const id = await submitOne(store, "hi");
@@ -702,7 +707,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
     });
   });
 
-  describe(`${name}: stats and drain`, () => {
+  describe(`${name}: stats and drain`, { skip }, () => {
     it("reports queue depth, running, finished and active workers", async (t) => {
       const { store } = await make(t);
       await store.submit(Array.from({ length: 5 }, (_, n) => spec(n)));
@@ -756,7 +761,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
     });
   });
 
-  describe(`${name}: memory budget`, () => {
+  describe(`${name}: memory budget`, { skip }, () => {
     // Each task counts its overhead and the payload's heap estimate, given here as the route
     // gives it: 5 fit in the budget, 6 do not.
     const CHARGE = TASK_OVERHEAD_BYTES + 3000;
