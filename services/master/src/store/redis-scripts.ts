@@ -127,9 +127,9 @@ end
 
 /**
  * ARGV after the header: budget (-1: none), then 8 per task: id, type, payload (JSON), idempotency
- * key ('' for none), maxAttempts, timeoutSeconds, payloadBytes, charge. Answers `{'ok', created,
- * [id, status, created (0/1)]…}`, `{'over', live, needed}` or `{'collision'}` (a fresh id is taken;
- * the caller tries again with new ids). A batch is taken whole or not at all.
+ * key ('' for none), maxAttempts, timeoutSeconds, payloadBytes, charge. Answers
+ * `{'ok', created, [id, status, created (0/1)]…}`, `{'over', live, needed}` or `{'collision'}` (a
+ * fresh id is taken; the caller tries again with new ids). A batch is taken whole or not at all.
  */
 const submit = `
 local budget = tonumber(ARGV[6])
@@ -224,7 +224,10 @@ end
 return reply(out)
 `;
 
-/** ARGV after the header: workerId, tracked workers max, then pairs of id and leaseId; 1 renewed. */
+/**
+ * ARGV after the header: workerId, tracked workers max, then pairs of id and leaseId. Answers 1
+ * (renewed) or 0 (lost) per pair.
+ */
 const renew = `
 local worker = ARGV[6]
 noteWorker(worker, tonumber(ARGV[7]))
