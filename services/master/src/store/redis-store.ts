@@ -1,0 +1,549 @@
+import { limits } from "@taskfleet/protocol/limits";
+import { Redis, type RedisOptions } from "ioredis";
+import { HEAP_BYTES, measureHeap } from "../json-body.js";
+import { TASK_OVERHEAD_BYTES, TRACKED_WORKERS_MAX } from "../limits.js";
+import { newLeaseId, newTaskId } from "./ids.js";
+import { BACKOFF_CAP_MS } from "./memory-store.js";
+import { type ScriptName, scripts } from "./redis-scripts.js";
+import {
+  type CompleteOutcome,
+  type Completion,
+  type LeasedTask,
+  type LeaseRef,
+  OverBudgetError,
+  type RejectReason,
+  type StoreObserver,
+  type StoreStats,
+  type SubmitOutcome,
+  type TaskSpec,
+  type TaskStatus,
+  type TaskStore,
+  type TaskView,
+} from "./task-store.js";
+
+export interface RedisStoreOptions {
+  /** Where Redis is; the store opens two connections (commands, and pub/sub) and closes them. */
+  redis: RedisOptions;
+  /** Put before every key and channel, so several fleets (or tests) can share one Redis. */
+  prefix?: string;
+  leaseSeconds: number;
+  resultTtlSeconds: number;
+  resultMaxCount: number;
+  /** First retry waits about this long; each further retry doubles it, with jitter. */
+  retryBackoffMs: number;
+  /** How often this store sweeps (expiry, due retries, retention); 0 turns it off. */
+  sweepIntervalMs?: number;
+  /** A worker counts as active this long after its last call. */
+  activeWorkerWindowMs?: number;
+  /**
+   * Bytes queued and running tasks may count, as the memory store counts them; past it
+   * submissions are refused. Unlimited when absent. Simplified against the memory store: retained
+   * results and errors count nothing and are never dropped early to make room (retention by
+   * RESULT_TTL_SECONDS and RESULT_MAX_COUNT still bounds them), since they live in Redis, not in
+   * the master's heap; `budgetUsedBytes` shows the queued and running part only.
+   */
+  memoryBudgetBytes?: number;
+  /** Payload bytes one lease answer carries at most (one task always goes). Unlimited when absent. */
+  leaseMaxBytes?: number;
+  observer?: StoreObserver;
+  /**
+   * Milliseconds since the epoch; tests pass a fake clock. Every master sharing a Redis must have
+   * the same idea of the time (NTP): a lease runs out by the clock of whoever looks.
+   */
+  now?: () => number;
+  /** In [0, 1); tests pass a fixed one to make the jitter predictable. */
+  random?: () => number;
+}
+
+/** What every script answers: its own answer, the attempts that ended, the tasks that finished. */
+type ScriptReply<T> = [T, (string | number)[], string[]];
+
+interface LeaseWaiter {
+  workerId: string;
+  max: number;
+  /** A lease script is running for this waiter: its answer decides, not the timer. */
+  inFlight: boolean;
+  /** Its time ran out (or the store drained) while a script ran for it. */
+  lapsed: boolean;
+  /** Its client went away while a script ran for it: what the script leased goes back. */
+  aborted: boolean;
+  finish: (tasks: LeasedTask[]) => void;
+}
+
+interface FinishWaiter {
+  settle: () => void;
+}
+
+const noopObserver: StoreObserver = {
+  submitted() {},
+  attemptEnded() {},
+  finished() {},
+};
+
+/** How much of each kind of work one sweep script does before it lets other commands run. */
+const SWEEP_BATCH = 1000;
+
+/**
+ * Keeps the tasks in Redis, so they outlive the master and several masters can share them. Each
+ * operation is one Lua script (redis-scripts.ts), leasing a whole batch in one; any master may
+ * sweep, and a lease runs out exactly once. Long polls span masters through pub/sub: a script that
+ * queues tasks publishes on `<prefix>queued`, and every store hands them to the polls it holds,
+ * oldest first; one that finishes a task publishes its id on `<prefix>finished`.
+ */
+export class RedisTaskStore implements TaskStore {
+  readonly leaseSeconds: number;
+  private readonly leaseMs: number;
+  private readonly resultTtlMs: number;
+  private readonly resultMaxCount: number;
+  private readonly retryBackoffMs: number;
+  private readonly activeWorkerWindowMs: number;
+  private readonly memoryBudgetBytes: number;
+  private readonly leaseMaxBytes: number;
+  private readonly observer: StoreObserver;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly prefix: string;
+
+  private readonly redis: Redis;
+  private readonly subscriber: Redis;
+  /** Settles once this store hears both channels; no wait starts before it. */
+  private readonly subscribed: Promise<void>;
+  private readonly sweepTimer: NodeJS.Timeout | undefined;
+  private readonly leaseWaiters = new Set<LeaseWaiter>();
+  private readonly finishWaiters = new Map<string, Set<FinishWaiter>>();
+
+  /** Counts `queued` messages, so a lease that found nothing can tell one came in meanwhile. */
+  private wakes = 0;
+  private handingOff = false;
+  private wakeAgain = false;
+  private sweeping = false;
+  private isDraining = false;
+
+  constructor(options: RedisStoreOptions) {
+    this.leaseSeconds = options.leaseSeconds;
+    this.leaseMs = options.leaseSeconds * 1000;
+    this.resultTtlMs = options.resultTtlSeconds * 1000;
+    this.resultMaxCount = options.resultMaxCount;
+    this.retryBackoffMs = options.retryBackoffMs;
+    this.activeWorkerWindowMs = options.activeWorkerWindowMs ?? 60_000;
+    this.memoryBudgetBytes = options.memoryBudgetBytes ?? -1;
+    this.leaseMaxBytes = options.leaseMaxBytes ?? -1;
+    this.observer = options.observer ?? noopObserver;
+    this.now = options.now ?? Date.now;
+    this.random = options.random ?? Math.random;
+    this.prefix = options.prefix ?? "taskfleet:";
+
+    this.redis = new Redis(options.redis);
+    for (const [name, lua] of Object.entries(scripts)) {
+      this.redis.defineCommand(name, { numberOfKeys: 0, lua });
+    }
+    this.subscriber = new Redis(options.redis);
+    const queued = `${this.prefix}queued`;
+    const finished = `${this.prefix}finished`;
+    this.subscriber.on("message", (channel: string, message: string) => {
+      if (channel === queued) this.wake();
+      else if (channel === finished) this.settleFinishWaiters(message);
+    });
+    this.subscribed = this.subscriber.subscribe(queued, finished).then(() => undefined);
+    // A failed subscription surfaces in the first wait that needs it, not as an unhandled error.
+    this.subscribed.catch(() => {});
+
+    const sweepIntervalMs = options.sweepIntervalMs ?? 250;
+    if (sweepIntervalMs > 0) {
+      this.sweepTimer = setInterval(() => {
+        // A failed sweep (Redis away) is tried again at the next tick.
+        this.sweep().catch(() => {});
+      }, sweepIntervalMs);
+      this.sweepTimer.unref();
+    }
+  }
+
+  get draining(): boolean {
+    return this.isDraining;
+  }
+
+  async submit(specs: readonly TaskSpec[]): Promise<SubmitOutcome[]> {
+    const args: (string | number)[] = [this.memoryBudgetBytes];
+    for (const spec of specs) {
+      const payload = JSON.stringify(spec.payload === undefined ? null : spec.payload);
+      const key = spec.idempotencyKey;
+      const memoryBytes =
+        spec.payloadMemoryBytes ?? (measureHeap(spec.payload, Number.POSITIVE_INFINITY) as number);
+      args.push(
+        "",
+        spec.type,
+        payload,
+        key ?? "",
+        spec.maxAttempts,
+        spec.timeoutSeconds,
+        spec.payloadBytes ?? Buffer.byteLength(payload),
+        TASK_OVERHEAD_BYTES + keyBytes(key) + memoryBytes,
+      );
+    }
+    for (;;) {
+      // Fresh ids on every try: the script refuses the batch if one is taken already.
+      for (let i = 1; i < args.length; i += 8) args[i] = newTaskId();
+      const answer = await this.run<(string | number)[]>("tfSubmit", args);
+      if (answer[0] === "collision") continue;
+      if (answer[0] === "over") {
+        throw new OverBudgetError(this.memoryBudgetBytes, Number(answer[1]), Number(answer[2]));
+      }
+      const created = Number(answer[1]);
+      const outcomes: SubmitOutcome[] = new Array(specs.length);
+      for (let i = 0; i < specs.length; i++) {
+        outcomes[i] = {
+          id: String(answer[2 + 3 * i]),
+          status: answer[3 + 3 * i] as TaskStatus,
+          created: answer[4 + 3 * i] === 1,
+        };
+      }
+      if (created > 0) this.observer.submitted(created);
+      return outcomes;
+    }
+  }
+
+  async get(id: string): Promise<TaskView | undefined> {
+    const [type, status, attempts, result, error, createdAt, startedAt, finishedAt] =
+      await this.redis.hmget(
+        this.taskKey(id),
+        "type",
+        "status",
+        "attempts",
+        "result",
+        "error",
+        "createdAt",
+        "startedAt",
+        "finishedAt",
+      );
+    if (type === null || type === undefined) return undefined;
+    const out: TaskView = {
+      id,
+      type,
+      status: status as TaskStatus,
+      attempts: Number(attempts),
+      createdAt: Number(createdAt),
+    };
+    if (status === "succeeded") out.result = JSON.parse(result ?? "null");
+    if (typeof error === "string") out.error = error;
+    if (startedAt && startedAt !== "0") out.startedAt = Number(startedAt);
+    if (finishedAt && finishedAt !== "0") out.finishedAt = Number(finishedAt);
+    return out;
+  }
+
+  async waitForFinish(
+    id: string,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<TaskView | undefined> {
+    if (timeoutMs <= 0 || this.isDraining || signal?.aborted) return this.get(id);
+    await this.subscribed;
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      let waiters = this.finishWaiters.get(id);
+      if (waiters === undefined) {
+        waiters = new Set();
+        this.finishWaiters.set(id, waiters);
+      }
+      const set = waiters;
+      const forget = () => {
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", settle);
+        set.delete(waiter);
+        if (set.size === 0 && this.finishWaiters.get(id) === set) this.finishWaiters.delete(id);
+      };
+      // Answers with the task as it stands once the wait ends.
+      const settle = () => {
+        if (settled) return;
+        forget();
+        this.get(id).then(resolve, reject);
+      };
+      const waiter: FinishWaiter = { settle };
+      const timer = setTimeout(settle, timeoutMs);
+      signal?.addEventListener("abort", settle, { once: true });
+      set.add(waiter);
+      // Read only now that the waiter listens, so a finish in between is not missed.
+      this.get(id).then((task) => {
+        if (settled) return;
+        if (task === undefined || task.status === "succeeded" || task.status === "failed") {
+          forget();
+          resolve(task);
+        }
+      }, settle);
+    });
+  }
+
+  async lease(
+    workerId: string,
+    max: number,
+    waitMs: number,
+    signal?: AbortSignal,
+  ): Promise<LeasedTask[]> {
+    if (this.isDraining) return [];
+    if (waitMs > 0) await this.subscribed;
+    const deadline = performance.now() + waitMs;
+    for (;;) {
+      const wakes = this.wakes;
+      const tasks = await this.take(workerId, max);
+      if (tasks.length > 0 || waitMs <= 0 || this.isDraining) return tasks;
+      if (signal?.aborted) return tasks;
+      // Tasks queued while the script ran may have been announced before this poll listens.
+      if (wakes === this.wakes || performance.now() >= deadline) break;
+    }
+    const remainingMs = deadline - performance.now();
+    if (remainingMs <= 0) return [];
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => lapse(false), remainingMs);
+      const onAbort = () => lapse(true);
+      const waiter: LeaseWaiter = {
+        workerId,
+        max,
+        inFlight: false,
+        lapsed: false,
+        aborted: false,
+        finish: (leased) => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+          this.leaseWaiters.delete(waiter);
+          resolve(leased);
+        },
+      };
+      const lapse = (aborted: boolean) => {
+        if (!waiter.inFlight) return waiter.finish([]);
+        waiter.lapsed = true;
+        waiter.aborted ||= aborted;
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.leaseWaiters.add(waiter);
+    });
+  }
+
+  async renew(
+    workerId: string,
+    leases: readonly LeaseRef[],
+  ): Promise<{ renewed: string[]; lost: string[] }> {
+    const answer = await this.run<number[]>("tfRenew", [
+      workerId,
+      TRACKED_WORKERS_MAX,
+      ...refArgs(leases),
+    ]);
+    const renewed: string[] = [];
+    const lost: string[] = [];
+    leases.forEach((ref, i) => {
+      (answer[i] === 1 ? renewed : lost).push(ref.id);
+    });
+    return { renewed, lost };
+  }
+
+  async complete(workerId: string, results: readonly Completion[]): Promise<CompleteOutcome> {
+    const args: (string | number)[] = [
+      workerId,
+      TRACKED_WORKERS_MAX,
+      this.retryBackoffMs,
+      BACKOFF_CAP_MS,
+    ];
+    for (const completion of results) {
+      if (completion.ok) {
+        const result = completion.result === undefined ? null : completion.result;
+        args.push(completion.id, completion.leaseId, 1, JSON.stringify(result), 0, 0);
+      } else {
+        const error =
+          completion.error.length > limits.errorMaxChars
+            ? completion.error.slice(0, limits.errorMaxChars)
+            : completion.error;
+        const retryable = completion.retryable ? 1 : 0;
+        args.push(completion.id, completion.leaseId, 0, error, retryable, this.random());
+      }
+    }
+    const answer = await this.run<string[]>("tfComplete", args);
+    const outcome: CompleteOutcome = { accepted: [], rejected: [] };
+    results.forEach((completion, i) => {
+      const verdict = answer[i];
+      if (verdict === "accepted") outcome.accepted.push(completion.id);
+      else outcome.rejected.push({ id: completion.id, reason: verdict as RejectReason });
+    });
+    return outcome;
+  }
+
+  async release(workerId: string, leases: readonly LeaseRef[]): Promise<{ released: string[] }> {
+    const released = await this.run<string[]>("tfRelease", [
+      workerId,
+      TRACKED_WORKERS_MAX,
+      ...refArgs(leases),
+    ]);
+    return { released };
+  }
+
+  async failUnsent(workerId: string, leases: readonly LeaseRef[], error: string): Promise<void> {
+    await this.run("tfFailUnsent", [workerId, error, ...refArgs(leases)]);
+  }
+
+  async stats(): Promise<StoreStats> {
+    const [ready, delayed, running, succeeded, failed, retained, activeWorkers, live] =
+      await this.run<number[]>("tfStats", [this.activeWorkerWindowMs]);
+    return {
+      queued: Number(ready) + Number(delayed),
+      delayed: Number(delayed),
+      running: Number(running),
+      succeeded: Number(succeeded),
+      failed: Number(failed),
+      retained: Number(retained),
+      activeWorkers: Number(activeWorkers),
+      budgetUsedBytes: Number(live),
+    };
+  }
+
+  /**
+   * Expires leases that have run out, queues retries that are due, drops finished tasks past
+   * their time and forgets workers not seen for a while. Any number of masters may sweep the same
+   * Redis at once: each piece of work is done by whichever script gets to it first. Runs on a
+   * timer; tests call it directly.
+   */
+  async sweep(): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      let more = 1;
+      let ready = 0;
+      while (more === 1) {
+        [more, ready] = await this.run<[number, number]>("tfSweep", [
+          this.resultTtlMs,
+          this.activeWorkerWindowMs,
+          SWEEP_BATCH,
+        ]);
+      }
+      // A `queued` message lost to a reconnect would leave polls waiting while tasks are queued.
+      if (ready > 0) this.wake();
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  drain(): void {
+    this.isDraining = true;
+    for (const waiter of this.leaseWaiters) {
+      if (waiter.inFlight) waiter.lapsed = true;
+      else waiter.finish([]);
+    }
+    for (const waiters of [...this.finishWaiters.values()]) {
+      for (const waiter of [...waiters]) waiter.settle();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.drain();
+    if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
+    await Promise.allSettled([this.redis.quit(), this.subscriber.quit()]);
+  }
+
+  private taskKey(id: string): string {
+    return `${this.prefix}t:${id}`;
+  }
+
+  /** Runs a script with the common leading arguments and tells the observer what it ended. */
+  private async run<T>(name: ScriptName, args: readonly (string | number)[]): Promise<T> {
+    const now = this.now();
+    const command = (this.redis as unknown as Record<ScriptName, ScriptCall>)[name];
+    const reply = (await command.call(
+      this.redis,
+      this.prefix,
+      now,
+      this.leaseMs,
+      String(this.leaseSeconds),
+      this.resultMaxCount,
+      ...args,
+    )) as ScriptReply<T>;
+    const [answer, ended, finished] = reply;
+    for (let i = 0; i < ended.length; i += 3) {
+      const outcome = ended[i + 1] as "succeeded" | "failed" | "expired";
+      this.observer.attemptEnded(outcome, (now - Number(ended[i + 2])) / 1000);
+    }
+    for (const status of finished) this.observer.finished(status as "succeeded" | "failed");
+    return answer;
+  }
+
+  private async take(workerId: string, max: number): Promise<LeasedTask[]> {
+    const leaseIds = Array.from({ length: max }, newLeaseId);
+    const answer = await this.run<(string | number)[]>("tfLease", [
+      workerId,
+      max,
+      this.leaseMaxBytes,
+      TRACKED_WORKERS_MAX,
+      ...leaseIds,
+    ]);
+    const tasks: LeasedTask[] = new Array(answer.length / 6);
+    for (let i = 0, n = 0; i < answer.length; i += 6, n++) {
+      tasks[n] = {
+        id: String(answer[i]),
+        leaseId: String(answer[i + 1]),
+        type: String(answer[i + 2]),
+        payload: JSON.parse(String(answer[i + 3])),
+        attempt: Number(answer[i + 4]),
+        timeoutSeconds: Number(answer[i + 5]),
+      };
+    }
+    return tasks;
+  }
+
+  /** Tasks were queued somewhere: hands them to the polls waiting here, oldest first. */
+  private wake(): void {
+    this.wakes++;
+    if (this.leaseWaiters.size === 0 || this.isDraining) return;
+    if (this.handingOff) {
+      this.wakeAgain = true;
+      return;
+    }
+    this.handOff().catch(() => {});
+  }
+
+  private async handOff(): Promise<void> {
+    this.handingOff = true;
+    try {
+      do {
+        this.wakeAgain = false;
+        for (const waiter of this.leaseWaiters) {
+          if (this.isDraining) break;
+          waiter.inFlight = true;
+          let tasks: LeasedTask[];
+          try {
+            tasks = await this.take(waiter.workerId, waiter.max);
+          } finally {
+            waiter.inFlight = false;
+          }
+          if (waiter.aborted) {
+            // The client went away while the script ran: what it leased goes back at once.
+            if (tasks.length > 0) await this.release(waiter.workerId, tasks);
+            waiter.finish([]);
+          } else if (tasks.length > 0 || waiter.lapsed) {
+            waiter.finish(tasks);
+          }
+          if (tasks.length === 0) break;
+        }
+      } while (this.wakeAgain && this.leaseWaiters.size > 0 && !this.isDraining);
+    } finally {
+      this.handingOff = false;
+      for (const waiter of this.leaseWaiters) if (waiter.lapsed) waiter.finish([]);
+    }
+  }
+
+  private settleFinishWaiters(id: string): void {
+    const waiters = this.finishWaiters.get(id);
+    if (waiters !== undefined) for (const waiter of [...waiters]) waiter.settle();
+  }
+}
+
+type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
+
+function refArgs(leases: readonly LeaseRef[]): string[] {
+  const args: string[] = new Array(leases.length * 2);
+  leases.forEach((ref, i) => {
+    args[2 * i] = ref.id;
+    args[2 * i + 1] = ref.leaseId;
+  });
+  return args;
+}
+
+/** What an idempotency key counts against the budget, as the memory store counts it. */
+function keyBytes(key: string | undefined): number {
+  return key === undefined ? 0 : HEAP_BYTES.string + 2 * key.length;
+}

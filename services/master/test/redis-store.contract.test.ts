@@ -1,0 +1,147 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it, type TestContext } from "node:test";
+import { type RedisStoreOptions, RedisTaskStore } from "../src/store/redis-store.js";
+import { FakeClock } from "./helper.js";
+import { redisUnavailable, startRedis, type TestRedis } from "./redis-server.js";
+import { type ContractOptions, observe, storeContract } from "./store-contract.js";
+
+const skip = redisUnavailable();
+let redis: TestRedis | undefined;
+before(async () => {
+  if (skip === undefined) redis = await startRedis();
+});
+after(async () => {
+  await redis?.stop();
+});
+
+let stores = 0;
+
+/** A store on the test's redis-server, under a prefix of its own, closed when the test ends. */
+function redisStore(t: TestContext, options: Omit<RedisStoreOptions, "redis">): RedisTaskStore {
+  if (redis === undefined) throw new Error("redis-server has not started");
+  const store = new RedisTaskStore({
+    redis: { host: redis.host, port: redis.port },
+    ...options,
+  });
+  t.after(() => store.close());
+  return store;
+}
+
+storeContract(
+  "redis store",
+  async (t, options: ContractOptions) => {
+    const store = redisStore(t, { ...options, prefix: `test-${++stores}:` });
+    return { store, sweep: () => store.sweep() };
+  },
+  { skip },
+);
+
+describe("redis store: several masters on one Redis", { skip }, () => {
+  const base = {
+    leaseSeconds: 30,
+    resultTtlSeconds: 3600,
+    resultMaxCount: 100_000,
+    retryBackoffMs: 1000,
+    sweepIntervalMs: 0,
+  };
+
+  it("wakes a long poll on one store when another queues a task", async (t) => {
+    const prefix = `shared-${++stores}:`;
+    const a = redisStore(t, { ...base, prefix });
+    const b = redisStore(t, { ...base, prefix });
+    const started = performance.now();
+    const polling = a.lease("w1", 4, 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const [submitted] = await b.submit([
+      { type: "echo", payload: 1, maxAttempts: 3, timeoutSeconds: 60 },
+    ]);
+    const leased = await polling;
+    const elapsedMs = performance.now() - started;
+    assert.deepEqual(
+      leased.map((task) => task.id),
+      [submitted?.id],
+    );
+    assert.ok(elapsedMs < 1000, `answered after ${elapsedMs} ms`);
+    // The lease is known to both: the other store takes its completion.
+    assert.deepEqual(
+      (
+        await b.complete("w1", [
+          { id: leased[0]?.id ?? "", leaseId: leased[0]?.leaseId ?? "", ok: true },
+        ])
+      ).accepted,
+      [submitted?.id],
+    );
+  });
+
+  it("wakes a wait for a result on one store when the task finishes through another", async (t) => {
+    const prefix = `shared-${++stores}:`;
+    const a = redisStore(t, { ...base, prefix });
+    const b = redisStore(t, { ...base, prefix });
+    const [submitted] = await a.submit([
+      { type: "echo", payload: 1, maxAttempts: 3, timeoutSeconds: 60 },
+    ]);
+    const id = submitted?.id ?? "";
+    const waiting = a.waitForFinish(id, 30_000);
+    const [leased] = await b.lease("w1", 1, 0);
+    const started = performance.now();
+    await b.complete("w1", [{ id, leaseId: leased?.leaseId ?? "", ok: true, result: "done" }]);
+    const task = await waiting;
+    assert.equal(task?.result, "done");
+    assert.ok(performance.now() - started < 1000);
+  });
+
+  it("hands each queued task to one poll across stores", async (t) => {
+    const prefix = `shared-${++stores}:`;
+    const a = redisStore(t, { ...base, prefix });
+    const b = redisStore(t, { ...base, prefix });
+    const polls = [a, b, a, b].map((store, n) => store.lease(`w${n}`, 2, 500));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const spec = { type: "echo", maxAttempts: 3, timeoutSeconds: 60 };
+    await a.submit(Array.from({ length: 5 }, (_, n) => ({ ...spec, payload: n })));
+    const leased = (await Promise.all(polls)).flat();
+    assert.deepEqual(leased.map((task) => task.payload).sort(), [0, 1, 2, 3, 4]);
+  });
+
+  it("counts an expired lease once when several stores sweep at the same time", async (t) => {
+    const clock = new FakeClock();
+    const prefix = `shared-${++stores}:`;
+    const observed = [observe(), observe(), observe()];
+    const masters = observed.map(({ observer }) =>
+      redisStore(t, { ...base, prefix, now: clock.now, observer }),
+    );
+    const [a, b] = masters as [RedisTaskStore, RedisTaskStore];
+    const spec = { type: "echo", maxAttempts: 2, timeoutSeconds: 60 };
+    const outcomes = await a.submit(
+      Array.from({ length: 50 }, (_, n) => ({ ...spec, payload: n })),
+    );
+    await b.lease("w1", 50, 0);
+    clock.advance(30_000);
+    await Promise.all(masters.flatMap((store) => [store.sweep(), store.sweep()]));
+    const expired = observed.flatMap(({ events }) => events.filter((e) => e === "attempt expired"));
+    assert.equal(expired.length, 50);
+    const stats = await a.stats();
+    assert.deepEqual([stats.queued, stats.running], [50, 0]);
+    for (const { id } of outcomes) assert.equal((await b.get(id))?.attempts, 1);
+    // Each task is queued once: the second attempt of each, then nothing.
+    const again = await b.lease("w2", 100, 0);
+    assert.equal(again.length, 50);
+    assert.ok(again.every((task) => task.attempt === 2));
+    // The last attempt runs out too: each task fails once.
+    clock.advance(30_000);
+    await Promise.all(masters.map((store) => store.sweep()));
+    const finished = observed.flatMap(({ events }) =>
+      events.filter((e) => e === "finished failed"),
+    );
+    assert.equal(finished.length, 50);
+    assert.equal((await a.stats()).failed, 50);
+  });
+
+  it("keeps its keys under its prefix", async (t) => {
+    const prefix = `own-${++stores}:`;
+    const store = redisStore(t, { ...base, prefix });
+    const other = redisStore(t, { ...base, prefix: `other-${stores}:` });
+    await store.submit([{ type: "echo", payload: 1, maxAttempts: 1, timeoutSeconds: 60 }]);
+    assert.deepEqual(await other.lease("w1", 1, 0), []);
+    assert.equal((await store.lease("w1", 1, 0)).length, 1);
+  });
+});
