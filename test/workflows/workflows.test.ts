@@ -199,6 +199,8 @@ describe("what the workflows run", () => {
       "npm ci --no-audit --no-fund",
       "npm run typecheck",
       "npm run lint",
+      // As .ci/run installs it: the Redis store's tests start their own server.
+      "sudo apt-get update -qq && sudo apt-get install -y -qq redis-server",
       "npm test",
       "npm run test:containers",
     ]);
