@@ -5,12 +5,14 @@ import { TASK_OVERHEAD_BYTES, TRACKED_WORKERS_MAX } from "../limits.js";
 import { newLeaseId, newTaskId } from "./ids.js";
 import { Deque, MinHeap } from "./queues.js";
 import {
+  BACKOFF_CAP_MS,
   type CompleteOutcome,
   type Completion,
   type LeasedTask,
   type LeaseRef,
   OverBudgetError,
   type StoreObserver,
+  type StoreOptions,
   type StoreStats,
   type SubmitOutcome,
   type TaskSpec,
@@ -19,32 +21,8 @@ import {
   type TaskView,
 } from "./task-store.js";
 
-/** Retry backoff never grows past this (or past the base, when the base is larger). */
-export const BACKOFF_CAP_MS = 300_000;
-
-export interface MemoryStoreOptions {
-  leaseSeconds: number;
-  resultTtlSeconds: number;
-  resultMaxCount: number;
-  /** First retry waits about this long; each further retry doubles it, with jitter. */
-  retryBackoffMs: number;
-  /** How often expired leases, due retries and old results are handled; 0 turns it off. */
-  sweepIntervalMs?: number;
-  /** A worker counts as active this long after its last call. */
-  activeWorkerWindowMs?: number;
-  /**
-   * Bytes the tasks held may count (see `StoreStats.budgetUsedBytes`); past it retained results
-   * are dropped oldest first, then submissions are refused. Unlimited when absent.
-   */
-  memoryBudgetBytes?: number;
-  /** Payload bytes one lease answer carries at most (one task always goes). Unlimited when absent. */
-  leaseMaxBytes?: number;
-  observer?: StoreObserver;
-  /** Milliseconds since the epoch; tests pass a fake clock. */
-  now?: () => number;
-  /** In [0, 1); tests pass a fixed one to make the jitter predictable. */
-  random?: () => number;
-}
+/** The memory store takes the options every store takes, and nothing more. */
+export type MemoryStoreOptions = StoreOptions;
 
 // One object per task with every field set in the constructor, so all records share one hidden
 // class and stay small: no closures, timers or per-task promises hang off a record.

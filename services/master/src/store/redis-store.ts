@@ -3,9 +3,9 @@ import { Redis, type RedisOptions } from "ioredis";
 import { HEAP_BYTES, measureHeap } from "../json-body.js";
 import { TASK_OVERHEAD_BYTES, TRACKED_WORKERS_MAX } from "../limits.js";
 import { newLeaseId, newTaskId } from "./ids.js";
-import { BACKOFF_CAP_MS } from "./memory-store.js";
 import { type ScriptName, scripts } from "./redis-scripts.js";
 import {
+  BACKOFF_CAP_MS,
   type CompleteOutcome,
   type Completion,
   type LeasedTask,
@@ -13,6 +13,7 @@ import {
   OverBudgetError,
   type RejectReason,
   type StoreObserver,
+  type StoreOptions,
   type StoreStats,
   type SubmitOutcome,
   type TaskSpec,
@@ -21,38 +22,19 @@ import {
   type TaskView,
 } from "./task-store.js";
 
-export interface RedisStoreOptions {
+/**
+ * The options of every store, and where Redis is. Two differ in meaning from the memory store's:
+ * - `memoryBudgetBytes` counts queued and running tasks only: retained results and errors live in
+ *   Redis, not in the master's heap, count nothing and are never dropped early to make room
+ *   (RESULT_TTL_SECONDS and RESULT_MAX_COUNT still bound them); `budgetUsedBytes` shows that part;
+ * - `now`: every master sharing a Redis must have the same idea of the time (NTP), since a lease
+ *   runs out by the clock of whoever looks.
+ */
+export interface RedisStoreOptions extends StoreOptions {
   /** Where Redis is; the store opens two connections (commands, and pub/sub) and closes them. */
   redis: RedisOptions;
   /** Put before every key and channel, so several fleets (or tests) can share one Redis. */
   prefix?: string;
-  leaseSeconds: number;
-  resultTtlSeconds: number;
-  resultMaxCount: number;
-  /** First retry waits about this long; each further retry doubles it, with jitter. */
-  retryBackoffMs: number;
-  /** How often this store sweeps (expiry, due retries, retention); 0 turns it off. */
-  sweepIntervalMs?: number;
-  /** A worker counts as active this long after its last call. */
-  activeWorkerWindowMs?: number;
-  /**
-   * Bytes queued and running tasks may count, as the memory store counts them; past it
-   * submissions are refused. Unlimited when absent. Simplified against the memory store: retained
-   * results and errors count nothing and are never dropped early to make room (retention by
-   * RESULT_TTL_SECONDS and RESULT_MAX_COUNT still bounds them), since they live in Redis, not in
-   * the master's heap; `budgetUsedBytes` shows the queued and running part only.
-   */
-  memoryBudgetBytes?: number;
-  /** Payload bytes one lease answer carries at most (one task always goes). Unlimited when absent. */
-  leaseMaxBytes?: number;
-  observer?: StoreObserver;
-  /**
-   * Milliseconds since the epoch; tests pass a fake clock. Every master sharing a Redis must have
-   * the same idea of the time (NTP): a lease runs out by the clock of whoever looks.
-   */
-  now?: () => number;
-  /** In [0, 1); tests pass a fixed one to make the jitter predictable. */
-  random?: () => number;
 }
 
 /** What every script answers: its own answer, the attempts that ended, the tasks that finished. */

@@ -53,6 +53,34 @@ export interface SubmitOutcome {
 /** A completion as the store takes it: the wire's, with a success's measured result size. */
 export type Completion = WireCompletion & { resultMemoryBytes?: number };
 
+/** Retry backoff never grows past this (or past the base, when the base is larger). */
+export const BACKOFF_CAP_MS = 300_000;
+
+/** What every store is built with, from the master's configuration. */
+export interface StoreOptions {
+  leaseSeconds: number;
+  resultTtlSeconds: number;
+  resultMaxCount: number;
+  /** First retry waits about this long; each further retry doubles it, with jitter. */
+  retryBackoffMs: number;
+  /** How often expired leases, due retries and old results are handled; 0 turns it off. */
+  sweepIntervalMs?: number;
+  /** A worker counts as active this long after its last call. */
+  activeWorkerWindowMs?: number;
+  /**
+   * Bytes the tasks held may count (see `StoreStats.budgetUsedBytes`); past it retained results
+   * are dropped oldest first, then submissions are refused. Unlimited when absent.
+   */
+  memoryBudgetBytes?: number;
+  /** Payload bytes one lease answer carries at most (one task always goes). Unlimited when absent. */
+  leaseMaxBytes?: number;
+  observer?: StoreObserver;
+  /** Milliseconds since the epoch; tests pass a fake clock. */
+  now?: () => number;
+  /** In [0, 1); tests pass a fixed one to make the jitter predictable. */
+  random?: () => number;
+}
+
 export interface CompleteOutcome {
   accepted: string[];
   rejected: { id: string; reason: RejectReason }[];
