@@ -144,6 +144,38 @@ export function httpUrl(): EnvVar<string> & { required: true } {
 }
 
 /**
+ * A Redis URL: `redis://` or `rediss://` (TLS), a host, optionally a port, an ACL user name and a
+ * database number (`/0` to `/15`); normalized to `protocol//[user@]host:port/db`. A password is
+ * refused (it belongs in a secret variable of its own), and since a URL may carry one by mistake,
+ * a bad value is never quoted.
+ */
+export function redisUrl(): EnvVar<string> {
+  return {
+    allowed:
+      "a redis:// or rediss:// URL with a host and no password (redis[s]://[user@]host[:port][/db], db 0-15)",
+    default: undefined,
+    required: false,
+    secret: true,
+    parse(raw) {
+      let url: URL;
+      try {
+        url = new URL(raw);
+      } catch {
+        return undefined;
+      }
+      if (url.protocol !== "redis:" && url.protocol !== "rediss:") return undefined;
+      if (url.hostname === "" || url.password !== "" || url.search !== "" || url.hash !== "") {
+        return undefined;
+      }
+      const db = url.pathname === "" || url.pathname === "/" ? "0" : url.pathname.slice(1);
+      if (!/^(?:[0-9]|1[0-5])$/.test(db)) return undefined;
+      const user = url.username === "" ? "" : `${url.username}@`;
+      return `${url.protocol}//${user}${url.hostname}:${url.port || "6379"}/${db}`;
+    },
+  };
+}
+
+/**
  * Reads every variable of `spec` from `env`. Throws a {@link ConfigError} listing every bad
  * variable at once, so a misconfigured pod says everything wrong in its first log lines.
  */

@@ -1,6 +1,10 @@
-import { host, integer, oneOf, token } from "./env";
+import { host, integer, oneOf, redisUrl, text, token } from "./env";
 import { limits } from "./limits";
 import { logLevels } from "./log-levels";
+
+/** Where the master keeps its tasks (docs/redis-store.md). */
+export const storeKinds = ["memory", "redis"] as const;
+export type StoreKind = (typeof storeKinds)[number];
 
 /**
  * Every environment variable of the master, with what it allows and its default
@@ -31,6 +35,20 @@ export const masterEnv = {
   SHUTDOWN_GRACE_SECONDS: integer({ min: 0, max: 3600, default: 25 }),
   SHUTDOWN_DRAIN_SECONDS: integer({ min: 0, max: 3600, default: 5 }),
   LOG_LEVEL: oneOf(logLevels, "info"),
+  /**
+   * memory: in this process, lost with it, one master only; redis: in Redis at REDIS_URL, shared by
+   * every master and kept when one dies.
+   */
+  STORE: oneOf(storeKinds, "memory"),
+  /** STORE=redis (and only then): where Redis is; `rediss://` for TLS. */
+  REDIS_URL: redisUrl(),
+  /** STORE=redis: Redis's password (AUTH), from a Secret; unset: none. */
+  REDIS_PASSWORD: token({ required: false }),
+  /**
+   * A rediss:// REDIS_URL: a PEM file of the certificate authority that signed Redis's certificate
+   * (Memorystore's server CA); unset: the system's authorities.
+   */
+  REDIS_CA_FILE: text({ maxLength: 4096 }),
 };
 
 export type MasterEnvName = keyof typeof masterEnv;

@@ -1,9 +1,5 @@
 import { hostname } from "node:os";
-import {
-  completeBodyLimitBytes,
-  leaseResponseMaxBytes,
-  maxPayloadBytes,
-} from "@taskfleet/protocol/limits";
+import { completeBodyLimitBytes, maxPayloadBytes } from "@taskfleet/protocol/limits";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
 import { requireBearer } from "./auth.js";
 import type { MasterConfig } from "./config.js";
@@ -19,7 +15,7 @@ import { exposureOf, InternalListener } from "./ports.js";
 import { healthRoutes } from "./routes/health.js";
 import { taskRoutes } from "./routes/tasks.js";
 import { workerRoutes } from "./routes/worker.js";
-import { MemoryTaskStore } from "./store/memory-store.js";
+import { openStore } from "./store/open-store.js";
 import type { TaskStore } from "./store/task-store.js";
 
 declare module "fastify" {
@@ -36,10 +32,10 @@ declare module "fastify" {
 
 export type AppConfig = Omit<
   MasterConfig,
-  "port" | "host" | "shutdownGraceSeconds" | "shutdownDrainSeconds"
+  "port" | "host" | "shutdownGraceSeconds" | "shutdownDrainSeconds" | "internalPort" | "store"
 > &
-  // Tests that build an app for `inject` may leave it out: everything on one port.
-  Partial<Pick<MasterConfig, "internalPort">>;
+  // Tests that build an app for `inject` may leave these out: everything on one port, in memory.
+  Partial<Pick<MasterConfig, "internalPort" | "store">>;
 
 /** Answers sent while the master drains carry this header (docs/api.md, "Shutdown"). */
 export const DRAINING_HEADER = "taskfleet-draining";
@@ -47,8 +43,8 @@ export const DRAINING_HEADER = "taskfleet-draining";
 export interface AppOptions {
   config: AppConfig;
   /**
-   * The store to serve; by default an in-memory one built from `config`. A store passed in is
-   * still closed with the app.
+   * The store to serve; by default the one `config.store` names (memory when unset), built from
+   * `config`. A store passed in is still closed with the app.
    */
   store?: TaskStore;
   /** Fastify's logger setting; by default JSON lines at `config.logLevel` on stdout. */
@@ -62,18 +58,6 @@ export interface AppOptions {
 export function buildApp(options: AppOptions): FastifyInstance {
   const { config } = options;
   const metrics = createMetrics();
-  const store =
-    options.store ??
-    new MemoryTaskStore({
-      leaseSeconds: config.leaseSeconds,
-      resultTtlSeconds: config.resultTtlSeconds,
-      resultMaxCount: config.resultMaxCount,
-      retryBackoffMs: config.retryBackoffMs,
-      memoryBudgetBytes: config.memoryBudgetBytes,
-      leaseMaxBytes: leaseResponseMaxBytes(config.bodyLimitBytes),
-      observer: metrics.observer,
-    });
-  metrics.setStatsSource(() => store.stats());
 
   const app = Fastify({
     logger: options.logger ?? {
@@ -106,6 +90,9 @@ export function buildApp(options: AppOptions): FastifyInstance {
       customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false },
     },
   });
+  const store =
+    options.store ?? openStore(config, metrics.observer, app.log.child({ component: "store" }));
+  metrics.setStatsSource(() => store.stats());
   app.decorate("taskStore", store);
   // Past this many open sockets new ones are closed at once: a flood of connections costs
   // the master a bounded amount of memory instead of all of it.

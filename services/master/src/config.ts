@@ -1,8 +1,22 @@
+import { readFileSync } from "node:fs";
 import { ConfigError, readEnv } from "@taskfleet/protocol/env";
 import type { LogLevel } from "@taskfleet/protocol/log-levels";
 import { masterEnv } from "@taskfleet/protocol/master-env";
 
 export { ConfigError };
+
+/** Where the tasks are kept (`STORE` and the `REDIS_*` variables). */
+export type StoreConfig =
+  | { kind: "memory" }
+  | {
+      kind: "redis";
+      /** Normalized: `redis[s]://[user@]host:port/db`, never with a password. */
+      url: string;
+      /** A secret: never logged. */
+      password: string | undefined;
+      /** PEM of the authority that signed Redis's certificate (read from REDIS_CA_FILE). */
+      ca: string | undefined;
+    };
 
 /** The master's settings, read once from the environment (@taskfleet/protocol/master-env). */
 export interface MasterConfig {
@@ -36,6 +50,7 @@ export interface MasterConfig {
   /** After SIGTERM, how long the port stays open answering 503 before it closes. */
   shutdownDrainSeconds: number;
   logLevel: LogLevel;
+  store: StoreConfig;
 }
 
 /**
@@ -62,6 +77,32 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): MasterConfig {
       `MEMORY_BUDGET_BYTES (${e.MEMORY_BUDGET_BYTES}) must be at least BODY_LIMIT_BYTES (${e.BODY_LIMIT_BYTES}), or a task of the largest size could never be queued`,
     );
   }
+  if (e.STORE === "redis" && e.REDIS_URL === undefined) {
+    conflicts.push("REDIS_URL must be set when STORE is redis");
+  }
+  if (e.STORE === "memory") {
+    for (const name of ["REDIS_URL", "REDIS_PASSWORD", "REDIS_CA_FILE"] as const) {
+      if (e[name] !== undefined) {
+        conflicts.push(
+          `${name} is set but STORE is memory; set STORE=redis to keep tasks in Redis`,
+        );
+      }
+    }
+  }
+  let ca: string | undefined;
+  if (e.REDIS_CA_FILE !== undefined && e.REDIS_URL?.startsWith("rediss://") === false) {
+    conflicts.push("REDIS_CA_FILE needs a rediss:// REDIS_URL (TLS)");
+  } else if (e.REDIS_CA_FILE !== undefined) {
+    try {
+      ca = readFileSync(e.REDIS_CA_FILE, "utf8");
+      if (!ca.includes("-----BEGIN CERTIFICATE-----")) {
+        conflicts.push(`REDIS_CA_FILE (${e.REDIS_CA_FILE}) must hold a PEM certificate`);
+      }
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? String(error);
+      conflicts.push(`REDIS_CA_FILE (${e.REDIS_CA_FILE}) cannot be read: ${code}`);
+    }
+  }
   if (conflicts.length > 0) throw new ConfigError(conflicts);
   return {
     port: e.PORT,
@@ -86,5 +127,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): MasterConfig {
     // The whole shutdown fits the grace period, so the drain is cut to it.
     shutdownDrainSeconds: Math.min(e.SHUTDOWN_DRAIN_SECONDS, e.SHUTDOWN_GRACE_SECONDS),
     logLevel: e.LOG_LEVEL,
+    store:
+      e.STORE === "redis" && e.REDIS_URL !== undefined
+        ? { kind: "redis", url: e.REDIS_URL, password: e.REDIS_PASSWORD, ca }
+        : { kind: "memory" },
   };
 }

@@ -7,6 +7,7 @@ import type {
   FastifySchemaValidationError,
 } from "fastify";
 import { RETRY_AFTER_SECONDS } from "./limits.js";
+import { StoreUnavailableError } from "./store/task-store.js";
 
 /** Every error the API returns has this body: a stable code and a message naming the problem. */
 export interface ErrorBody {
@@ -124,6 +125,12 @@ export function handleError(
     case "FST_ERR_CTP_EMPTY_JSON_BODY":
       message = "body is empty but content-type is application/json";
       break;
+  }
+  if (error instanceof StoreUnavailableError) {
+    // Nothing is known to have changed: the client tries again, after Retry-After.
+    request.log.warn({ err: error.message }, "task store unavailable");
+    unavailable(reply, "the task store is unavailable; try again shortly");
+    return;
   }
   if (status >= 400 && status < 500) {
     request.log.debug({ err: error, status }, "request rejected");

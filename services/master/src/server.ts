@@ -61,13 +61,30 @@ async function main(): Promise<void> {
   if (config.internalPort !== undefined) {
     await app.internalListener?.listen(config.internalPort, config.host);
   }
-  const { apiToken, workerToken, ...settings } = config;
-  app.log.info({ ...settings, apiAuth: apiToken !== undefined }, "master ready");
+  const { apiToken, workerToken, store, ...settings } = config;
+  app.log.info(
+    {
+      ...settings,
+      apiAuth: apiToken !== undefined,
+      // Where Redis is, and whether a password and a CA are given, never what they are.
+      store:
+        store.kind === "memory"
+          ? store
+          : {
+              kind: store.kind,
+              url: store.url,
+              password: store.password !== undefined,
+              ca: store.ca !== undefined,
+            },
+    },
+    "master ready",
+  );
   // V8 sizes its heap from the container's memory limit (about half of it), not from the
   // budget: a full master would then die of a heap out of memory, taking every task with it.
   const heapLimitBytes = getHeapStatistics().heap_size_limit;
   const neededBytes = config.memoryBudgetBytes + HEAP_HEADROOM_BYTES;
-  if (heapLimitBytes < neededBytes) {
+  // With STORE=redis the budget bounds what Redis holds, not the heap.
+  if (store.kind === "memory" && heapLimitBytes < neededBytes) {
     app.log.warn(
       { heapLimitBytes, memoryBudgetBytes: config.memoryBudgetBytes, neededBytes },
       `the V8 heap limit is below MEMORY_BUDGET_BYTES and room for requests in flight; start node with --max-old-space-size=${Math.ceil(neededBytes / 1048576)} or lower the budget`,

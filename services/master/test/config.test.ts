@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
 import { describe, it } from "node:test";
-import { ConfigError, loadConfig } from "../src/config.js";
+import { ConfigError, loadConfig, type StoreConfig } from "../src/config.js";
+import { redisOptions } from "../src/store/open-store.js";
 
 const valid = { WORKER_TOKEN: "w" };
 
@@ -36,6 +40,7 @@ describe("master configuration", () => {
       shutdownGraceSeconds: 25,
       shutdownDrainSeconds: 5,
       logLevel: "info",
+      store: { kind: "memory" },
     });
   });
 
@@ -169,6 +174,87 @@ describe("master configuration", () => {
         "MEMORY_BUDGET_BYTES (1999999) must be at least BODY_LIMIT_BYTES (2000000), or a task of the largest size could never be queued",
       ],
     );
+  });
+
+  describe("the store", () => {
+    const redisUrlAllowed =
+      "REDIS_URL must be a redis:// or rediss:// URL with a host and no password (redis[s]://[user@]host[:port][/db], db 0-15)";
+
+    it("reads STORE=redis with its URL (normalized), password and CA", (t) => {
+      const dir = mkdtempSync(path.join(tmpdir(), "taskfleet-ca-"));
+      t.after(() => rmSync(dir, { recursive: true, force: true }));
+      const caFile = path.join(dir, "ca.pem");
+      const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+      writeFileSync(caFile, pem);
+      assert.deepEqual(loadConfig({ ...valid, STORE: "redis", REDIS_URL: "redis://redis" }).store, {
+        kind: "redis",
+        url: "redis://redis:6379/0",
+        password: undefined,
+        ca: undefined,
+      });
+      const tls = loadConfig({
+        ...valid,
+        STORE: "redis",
+        REDIS_URL: "rediss://default@10.0.0.3:6378/2",
+        REDIS_PASSWORD: "s3cret",
+        REDIS_CA_FILE: caFile,
+      });
+      assert.deepEqual(tls.store, {
+        kind: "redis",
+        url: "rediss://default@10.0.0.3:6378/2",
+        password: "s3cret",
+        ca: pem,
+      });
+      assert.deepEqual(redisOptions(tls.store as Extract<StoreConfig, { kind: "redis" }>), {
+        host: "10.0.0.3",
+        port: 6378,
+        db: 2,
+        username: "default",
+        password: "s3cret",
+        tls: { ca: pem },
+      });
+    });
+
+    it("refuses a REDIS_URL with a password, a bad scheme or database, never quoting it", () => {
+      for (const url of [
+        "redis://:hunter2@redis:6379",
+        "http://redis:6379",
+        "redis://redis:6379/16",
+        "redis://redis:6379/0?password=hunter2",
+        "redis://",
+        "redis",
+      ]) {
+        const problems = problemsFor({ ...valid, STORE: "redis", REDIS_URL: url });
+        assert.deepEqual(problems, [redisUrlAllowed], url);
+        assert.doesNotMatch(problems.join(), /hunter2/);
+      }
+    });
+
+    it("refuses Redis settings that do not fit STORE, and a CA it cannot use", () => {
+      assert.deepEqual(problemsFor({ ...valid, STORE: "disk" }), [
+        'STORE must be one of memory, redis (got "disk")',
+      ]);
+      assert.deepEqual(problemsFor({ ...valid, STORE: "redis" }), [
+        "REDIS_URL must be set when STORE is redis",
+      ]);
+      assert.deepEqual(problemsFor({ ...valid, REDIS_URL: "redis://r", REDIS_PASSWORD: "p" }), [
+        "REDIS_URL is set but STORE is memory; set STORE=redis to keep tasks in Redis",
+        "REDIS_PASSWORD is set but STORE is memory; set STORE=redis to keep tasks in Redis",
+      ]);
+      assert.deepEqual(
+        problemsFor({ ...valid, STORE: "redis", REDIS_URL: "redis://r", REDIS_CA_FILE: "/x" }),
+        ["REDIS_CA_FILE needs a rediss:// REDIS_URL (TLS)"],
+      );
+      assert.deepEqual(
+        problemsFor({
+          ...valid,
+          STORE: "redis",
+          REDIS_URL: "rediss://r",
+          REDIS_CA_FILE: "/nonexistent/ca.pem",
+        }),
+        ["REDIS_CA_FILE (/nonexistent/ca.pem) cannot be read: ENOENT"],
+      );
+    });
   });
 
   it("cuts the drain to the grace period, so that the whole shutdown fits it", () => {

@@ -1,5 +1,5 @@
 import { limits } from "@taskfleet/protocol/limits";
-import { Redis, type RedisOptions } from "ioredis";
+import { Redis, type RedisOptions, ReplyError } from "ioredis";
 import { HEAP_BYTES, measureHeap } from "../json-body.js";
 import { TASK_OVERHEAD_BYTES, TRACKED_WORKERS_MAX } from "../limits.js";
 import { newLeaseId, newTaskId } from "./ids.js";
@@ -15,6 +15,7 @@ import {
   type StoreObserver,
   type StoreOptions,
   type StoreStats,
+  StoreUnavailableError,
   type SubmitOutcome,
   type TaskSpec,
   type TaskStatus,
@@ -35,6 +36,40 @@ export interface RedisStoreOptions extends StoreOptions {
   redis: RedisOptions;
   /** Put before every key and channel, so several fleets (or tests) can share one Redis. */
   prefix?: string;
+  /** Told when the connection to Redis is lost and when it is back (a pino logger fits). */
+  log?: ConnectionLog;
+}
+
+export interface ConnectionLog {
+  warn(details: object, message: string): void;
+  info(details: object, message: string): void;
+}
+
+/**
+ * How the connections behave when Redis goes away, under what the caller passes: a command waits
+ * through about a second of reconnecting (a Redis restart or failover) and then fails, so that a
+ * request is answered 503 instead of hanging; reconnecting itself never stops.
+ */
+export const redisConnectionDefaults: RedisOptions = {
+  connectTimeout: 2000,
+  maxRetriesPerRequest: 3,
+  retryStrategy: (times) => Math.min(100 * 2 ** (times - 1), 1000),
+};
+
+/**
+ * Redis answers that mean it cannot take the command now, not that the command is wrong: loading
+ * its data after a restart, a replica being promoted, a full memory, a failed persistence, a
+ * password it does not take.
+ */
+const UNAVAILABLE_REPLIES =
+  /^(LOADING|BUSY|MASTERDOWN|READONLY|MISCONF|OOM|NOAUTH|WRONGPASS|NOPERM|CLUSTERDOWN|TRYAGAIN)\b/;
+
+/** A connection error, or a reply that says Redis cannot serve now, as a StoreUnavailableError. */
+function unavailable(error: unknown): unknown {
+  if (error instanceof ReplyError && !UNAVAILABLE_REPLIES.test((error as Error).message)) {
+    return error;
+  }
+  return new StoreUnavailableError(error);
 }
 
 /** What every script answers: its own answer, the attempts that ended, the tasks that finished. */
@@ -115,11 +150,14 @@ export class RedisTaskStore implements TaskStore {
     this.random = options.random ?? Math.random;
     this.prefix = options.prefix ?? "taskfleet:";
 
-    this.redis = new Redis(options.redis);
+    const redisOptions = { ...redisConnectionDefaults, ...options.redis };
+    this.redis = new Redis(redisOptions);
     for (const [name, lua] of Object.entries(scripts)) {
       this.redis.defineCommand(name, { numberOfKeys: 0, lua });
     }
-    this.subscriber = new Redis(options.redis);
+    this.subscriber = new Redis(redisOptions);
+    watchConnection(this.redis, "commands", options.log);
+    watchConnection(this.subscriber, "pub/sub", options.log);
     const queued = `${this.prefix}queued`;
     const finished = `${this.prefix}finished`;
     this.subscriber.on("message", (channel: string, message: string) => {
@@ -186,17 +224,21 @@ export class RedisTaskStore implements TaskStore {
 
   async get(id: string): Promise<TaskView | undefined> {
     const [type, status, attempts, result, error, createdAt, startedAt, finishedAt] =
-      await this.redis.hmget(
-        this.taskKey(id),
-        "type",
-        "status",
-        "attempts",
-        "result",
-        "error",
-        "createdAt",
-        "startedAt",
-        "finishedAt",
-      );
+      await this.redis
+        .hmget(
+          this.taskKey(id),
+          "type",
+          "status",
+          "attempts",
+          "result",
+          "error",
+          "createdAt",
+          "startedAt",
+          "finishedAt",
+        )
+        .catch((failure: unknown) => {
+          throw unavailable(failure);
+        });
     if (type === null || type === undefined) return undefined;
     const out: TaskView = {
       id,
@@ -426,15 +468,20 @@ export class RedisTaskStore implements TaskStore {
   private async run<T>(name: ScriptName, args: readonly (string | number)[]): Promise<T> {
     const now = this.now();
     const command = (this.redis as unknown as Record<ScriptName, ScriptCall>)[name];
-    const reply = (await command.call(
-      this.redis,
-      this.prefix,
-      now,
-      this.leaseMs,
-      String(this.leaseSeconds),
-      this.resultMaxCount,
-      ...args,
-    )) as ScriptReply<T>;
+    let reply: ScriptReply<T>;
+    try {
+      reply = (await command.call(
+        this.redis,
+        this.prefix,
+        now,
+        this.leaseMs,
+        String(this.leaseSeconds),
+        this.resultMaxCount,
+        ...args,
+      )) as ScriptReply<T>;
+    } catch (error) {
+      throw unavailable(error);
+    }
     const [answer, ended, finished] = reply;
     for (let i = 0; i < ended.length; i += 3) {
       const outcome = ended[i + 1] as "succeeded" | "failed" | "expired";
@@ -515,6 +562,24 @@ export class RedisTaskStore implements TaskStore {
 }
 
 type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
+
+/**
+ * Logs a connection's trouble once per outage (ioredis reports every failed reconnect) and its
+ * return; with no log, errors are still listened for, so that ioredis does not print them itself.
+ */
+function watchConnection(redis: Redis, role: string, log: ConnectionLog | undefined): void {
+  let lost: string | undefined;
+  redis.on("error", (error: Error) => {
+    if (lost === error.message) return;
+    lost = error.message;
+    log?.warn({ role, err: error.message }, "Redis connection failed; reconnecting");
+  });
+  redis.on("ready", () => {
+    if (lost === undefined) return;
+    lost = undefined;
+    log?.info({ role }, "Redis connection back");
+  });
+}
 
 function refArgs(leases: readonly LeaseRef[]): string[] {
   const args: string[] = new Array(leases.length * 2);

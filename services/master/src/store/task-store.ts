@@ -124,6 +124,23 @@ export class OverBudgetError extends Error {
   }
 }
 
+/**
+ * Thrown when the store cannot be reached or cannot take writes (Redis down, restarting, loading
+ * its data, refusing the password): nothing is known to have changed, and the client should try
+ * again (the master answers 503 with Retry-After). `cause` holds the underlying error.
+ */
+export class StoreUnavailableError extends Error {
+  override name = "StoreUnavailableError";
+  constructor(cause: unknown) {
+    super(
+      `the task store is unavailable: ${cause instanceof Error ? cause.message : String(cause)}`,
+      {
+        cause,
+      },
+    );
+  }
+}
+
 export interface TaskStore {
   /** Creates tasks in order; a known idempotency key yields the existing task instead. */
   submit(specs: readonly TaskSpec[]): Promise<SubmitOutcome[]>;
