@@ -60,9 +60,18 @@ export function startApp(
   return { app, store };
 }
 
-/** An app with the store and metrics it builds for itself, as in production. */
-export function startDefaultApp(t: TestContext, env: Record<string, string> = {}): App {
-  const app = buildApp({ config: testConfig(env), logger: false });
+/**
+ * An app with the store and metrics it builds for itself, as in production; its log lines go to
+ * `log` when given (at `LOG_LEVEL`), nowhere otherwise.
+ */
+export function startDefaultApp(
+  t: TestContext,
+  env: Record<string, string> = {},
+  log?: (line: string) => void,
+): App {
+  const config = testConfig(env);
+  const logger = log === undefined ? false : { level: config.logLevel, stream: { write: log } };
+  const app = buildApp({ config, logger });
   t.after(() => app.close());
   return app;
 }

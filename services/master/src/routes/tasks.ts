@@ -57,7 +57,10 @@ export async function taskRoutes(app: FastifyInstance, options: TaskRoutesOption
     reply: FastifyReply,
     specs: TaskSpec[],
   ): Promise<SubmitOutcome[] | undefined> => {
-    if (store.draining) {
+    // A task in a shared store is safe whatever happens to this master, so a draining master
+    // still takes it (closing the connection, so the client's next request goes elsewhere): a
+    // rolling update then costs clients nothing.
+    if (store.draining && !store.shared) {
       unavailable(reply, "the master is shutting down and accepts no new tasks");
       return undefined;
     }

@@ -143,6 +143,9 @@ export class MemoryTaskStore implements TaskStore {
     }
   }
 
+  /** The tasks live in this process only. */
+  readonly shared = false;
+
   get draining(): boolean {
     return this.isDraining;
   }

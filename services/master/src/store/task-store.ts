@@ -172,6 +172,11 @@ export interface TaskStore {
   stats(): Promise<StoreStats>;
   /** Seconds a lease lasts unless renewed. */
   readonly leaseSeconds: number;
+  /**
+   * True when the tasks outlive this process and every master on the same store sees them
+   * (Redis): a draining master then still takes submissions, which another master hands out.
+   */
+  readonly shared: boolean;
   /** True once `drain()` has been called. */
   readonly draining: boolean;
   /**
