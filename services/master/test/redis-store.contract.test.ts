@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import * as net from "node:net";
 import { after, before, describe, it, type TestContext } from "node:test";
 import { type RedisStoreOptions, RedisTaskStore } from "../src/store/redis-store.js";
+import { StoreUnavailableError } from "../src/store/task-store.js";
 import { FakeClock } from "./helper.js";
 import { redisUnavailable, startRedis, type TestRedis } from "./redis-server.js";
 import { type ContractOptions, observe, storeContract } from "./store-contract.js";
@@ -145,3 +148,78 @@ describe("redis store: several masters on one Redis", { skip }, () => {
     assert.equal((await store.lease("w1", 1, 0)).length, 1);
   });
 });
+
+describe("redis store: Redis away", { skip }, () => {
+  /**
+   * A port in front of the test's Redis that refuses every connection until `open()`: Redis as a
+   * master sees it when it starts before Redis does.
+   */
+  async function gate(t: TestContext): Promise<{ port: number; open(): void }> {
+    if (redis === undefined) throw new Error("redis-server has not started");
+    const target = redis;
+    let open = false;
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((socket) => {
+      if (!open) return socket.destroy();
+      const upstream = net.connect(target.port, target.host);
+      sockets.add(socket).add(upstream);
+      socket.pipe(upstream).pipe(socket);
+      const end = () => {
+        socket.destroy();
+        upstream.destroy();
+      };
+      socket.on("error", end).on("close", end);
+      upstream.on("error", end).on("close", end);
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    t.after(() => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    });
+    return { port: (server.address() as net.AddressInfo).port, open: () => (open = true) };
+  }
+
+  it("answers unavailable while Redis cannot be reached, then serves long polls once it can", async (t) => {
+    const door = await gate(t);
+    const prefix = `late-${++stores}:`;
+    const options = {
+      leaseSeconds: 30,
+      resultTtlSeconds: 3600,
+      resultMaxCount: 100_000,
+      retryBackoffMs: 1000,
+      sweepIntervalMs: 0,
+      prefix,
+    };
+    const store = new RedisTaskStore({ ...options, redis: { host: "127.0.0.1", port: door.port } });
+    t.after(() => store.close());
+    await assert.rejects(store.lease("w1", 1, 1000), StoreUnavailableError);
+    await assert.rejects(store.stats(), StoreUnavailableError);
+
+    door.open();
+    // The first subscription failed; the store subscribes again once the connection is back, and
+    // a long poll is then woken by a task queued through another store.
+    await waitUntil(async () => (await store.stats().catch(() => undefined)) !== undefined);
+    const other = redisStore(t, options);
+    const polling = store.lease("w1", 1, 10_000);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const [submitted] = await other.submit([
+      { type: "echo", payload: 1, maxAttempts: 3, timeoutSeconds: 60 },
+    ]);
+    const started = performance.now();
+    const leased = await polling;
+    assert.deepEqual(
+      leased.map((task) => task.id),
+      [submitted?.id],
+    );
+    assert.ok(performance.now() - started < 5000, "woken by the submit, not by the timeout");
+  });
+});
+
+async function waitUntil(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

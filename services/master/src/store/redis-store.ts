@@ -124,7 +124,7 @@ export class RedisTaskStore implements TaskStore {
   private readonly redis: Redis;
   private readonly subscriber: Redis;
   /** Settles once this store hears both channels; no wait starts before it. */
-  private readonly subscribed: Promise<void>;
+  private subscribed: Promise<void>;
   private readonly sweepTimer: NodeJS.Timeout | undefined;
   private readonly leaseWaiters = new Set<LeaseWaiter>();
   private readonly finishWaiters = new Map<string, Set<FinishWaiter>>();
@@ -164,9 +164,7 @@ export class RedisTaskStore implements TaskStore {
       if (channel === queued) this.wake();
       else if (channel === finished) this.settleFinishWaiters(message);
     });
-    this.subscribed = this.subscriber.subscribe(queued, finished).then(() => undefined);
-    // A failed subscription surfaces in the first wait that needs it, not as an unhandled error.
-    this.subscribed.catch(() => {});
+    this.subscribed = this.subscribe([queued, finished]);
 
     const sweepIntervalMs = options.sweepIntervalMs ?? 250;
     if (sweepIntervalMs > 0) {
@@ -177,6 +175,9 @@ export class RedisTaskStore implements TaskStore {
       this.sweepTimer.unref();
     }
   }
+
+  /** The tasks live in Redis, shared by every master on it. */
+  readonly shared = true;
 
   get draining(): boolean {
     return this.isDraining;
@@ -458,6 +459,26 @@ export class RedisTaskStore implements TaskStore {
     this.drain();
     if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
     await Promise.allSettled([this.redis.quit(), this.subscriber.quit()]);
+  }
+
+  /**
+   * Subscribes to the channels. ioredis subscribes again by itself after a reconnect, but only to
+   * channels whose subscription succeeded: one that failed (Redis away when the master started)
+   * is tried again once the connection is back, and meanwhile a wait fails as the store being
+   * unavailable (a failed subscription surfaces there, not as an unhandled error).
+   */
+  private subscribe(channels: string[]): Promise<void> {
+    const attempt = this.subscriber.subscribe(...channels).then(
+      () => undefined,
+      (error: unknown) => {
+        this.subscriber.once("ready", () => {
+          this.subscribed = this.subscribe(channels);
+        });
+        throw unavailable(error);
+      },
+    );
+    attempt.catch(() => {});
+    return attempt;
   }
 
   private taskKey(id: string): string {
