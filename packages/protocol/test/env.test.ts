@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
 import { describe, it } from "node:test";
 import { ConfigError, readEnv } from "../src/env";
 import { masterEnv } from "../src/master-env";
@@ -48,4 +50,37 @@ describe("the services' environment", () => {
       assert.equal(master.default, worker.default, name);
     }
   });
+});
+
+describe("docs/protocol.md's tables of variables", () => {
+  const doc = readFileSync(path.resolve(import.meta.dirname, "../../../docs/protocol.md"), "utf8");
+  /** The rows of the table under `### <heading>`: name → default column. */
+  function table(heading: string): Map<string, string> {
+    const lines = (doc.split(`### ${heading}\n`)[1] ?? "").split("\n");
+    const start = lines.findIndex((line) => line.startsWith("|"));
+    const end = lines.findIndex((line, i) => i > start && !line.startsWith("|"));
+    const rows = new Map<string, string>();
+    for (const line of lines.slice(start, end)) {
+      const match = /^\| `([A-Z_]+)` +\| ([^|]+)\|/.exec(line);
+      if (match !== null) rows.set(match[1] as string, (match[2] as string).trim());
+    }
+    return rows;
+  }
+
+  for (const [service, spec] of [
+    ["Master", masterEnv],
+    ["Worker", workerEnv],
+  ] as const) {
+    it(`lists every variable of the ${service.toLowerCase()}, each with its default`, () => {
+      const rows = table(service);
+      assert.deepEqual([...rows.keys()].sort(), Object.keys(spec).sort());
+      for (const [name, variable] of Object.entries(spec)) {
+        if (variable.default === undefined) continue;
+        assert.ok(
+          (rows.get(name) ?? "").startsWith(`\`${variable.default}\``),
+          `${name}: the table says ${rows.get(name)}, the spec ${variable.default}`,
+        );
+      }
+    });
+  }
 });
