@@ -46,14 +46,15 @@ export interface ConnectionLog {
 }
 
 /**
- * How the connections behave when Redis goes away, under what the caller passes: a command waits
- * through about a second of reconnecting (a Redis restart or failover) and then fails, so that a
- * request is answered 503 instead of hanging; reconnecting itself never stops.
+ * How the connections behave when Redis goes away, under what the caller passes: reconnecting
+ * never stops (every half second at most), and a command sent meanwhile waits for two attempts at
+ * most (about a second) before it fails, so that a request is answered 503 within a second or so
+ * instead of hanging, while a blip shorter than that costs nothing.
  */
 export const redisConnectionDefaults: RedisOptions = {
   connectTimeout: 2000,
-  maxRetriesPerRequest: 3,
-  retryStrategy: (times) => Math.min(100 * 2 ** (times - 1), 1000),
+  maxRetriesPerRequest: 1,
+  retryStrategy: (times) => Math.min(50 * 2 ** (times - 1), 500),
 };
 
 /**
