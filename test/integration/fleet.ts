@@ -34,7 +34,16 @@ process.on("exit", () => {
 
 let built = false;
 
-async function freePort(): Promise<number> {
+/** Builds both services if their sources changed since the last build (once per test process). */
+export function buildServices(): void {
+  if (built) return;
+  ensureBuilt("master");
+  ensureBuilt("worker");
+  built = true;
+}
+
+/** A TCP port free on 127.0.0.1 right now (the kernel picks it). */
+export async function freePort(): Promise<number> {
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as net.AddressInfo;
@@ -42,7 +51,15 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function watch(name: string, service: LocalService, env: Record<string, string>): FleetProcess {
+/**
+ * Starts a built service with `env` and collects its JSON log lines; every such child is killed
+ * when the test process exits.
+ */
+export function watch(
+  name: string,
+  service: LocalService,
+  env: Record<string, string>,
+): FleetProcess {
   const child = spawnService(service, env);
   everyChild.add(child);
   const logs: Record<string, unknown>[] = [];
@@ -82,10 +99,7 @@ export class Fleet {
 
   /** Builds both services if their sources changed since the last build (once per test process). */
   static build(): void {
-    if (built) return;
-    ensureBuilt("master");
-    ensureBuilt("worker");
-    built = true;
+    buildServices();
   }
 
   /** Builds the services if needed, starts a master and waits until it is ready. */

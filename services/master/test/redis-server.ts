@@ -7,12 +7,31 @@ import * as path from "node:path";
 
 /**
  * A redis-server of the test's own: on a free 127.0.0.1 port, in a temporary directory, saving
- * nothing to disk, stopped (and its directory removed) by `stop()`.
+ * nothing to disk unless asked to, stopped (and its directory removed) by `stop()`.
  */
 export interface TestRedis {
   host: string;
   port: number;
+  /** `redis://127.0.0.1:<port>/0`, as the master's REDIS_URL takes it. */
+  url: string;
+  /** Where it keeps its files (its append-only file, when it has one). */
+  dir: string;
+  /**
+   * Sends SIGTERM and waits for the exit, keeping the directory: Redis writes and fsyncs its
+   * append-only file first, as it does when a pod is stopped.
+   */
+  shutdown(): Promise<void>;
+  /** Starts it again on the same port and directory; resolves once it answers PING (loaded). */
+  restart(): Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface StartRedisOptions {
+  /**
+   * Keep an append-only file, fsynced every second (`--appendonly yes --appendfsync everysec`), so
+   * that what Redis acknowledged survives a {@link TestRedis.shutdown} and restart.
+   */
+  appendOnly?: boolean;
 }
 
 async function freePort(): Promise<number> {
@@ -58,47 +77,74 @@ export function redisUnavailable(): string | undefined {
     : "redis-server is not installed (apt-get install redis-server)";
 }
 
-export async function startRedis(): Promise<TestRedis> {
+export async function startRedis(options: StartRedisOptions = {}): Promise<TestRedis> {
   const dir = await mkdtemp(path.join(tmpdir(), "taskfleet-redis-"));
   const port = await freePort();
-  const child = spawn(
-    "redis-server",
-    [
-      "--bind",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--dir",
-      dir,
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--maxmemory-policy",
-      "noeviction",
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
+  const persistence = options.appendOnly
+    ? ["--appendonly", "yes", "--appendfsync", "everysec"]
+    : ["--appendonly", "no"];
+  const args = [
+    "--bind",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--dir",
+    dir,
+    "--save",
+    "",
+    ...persistence,
+    "--maxmemory-policy",
+    "noeviction",
+  ];
   let output = "";
-  for (const stream of [child.stdout, child.stderr]) {
-    stream?.setEncoding("utf8");
-    stream?.on("data", (chunk: string) => {
-      output = (output + chunk).slice(-4000);
-    });
-  }
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = once(child, "exit");
-      child.kill("SIGTERM");
+  let child: ChildProcess | undefined;
+  const launch = async () => {
+    const started = spawn("redis-server", args, { stdio: ["ignore", "pipe", "pipe"] });
+    child = started;
+    for (const stream of [started.stdout, started.stderr]) {
+      stream?.setEncoding("utf8");
+      stream?.on("data", (chunk: string) => {
+        output = (output + chunk).slice(-4000);
+      });
+    }
+    await ready(started, port, () => output);
+  };
+  const shutdown = async () => {
+    const running = child;
+    if (running !== undefined && running.exitCode === null && running.signalCode === null) {
+      const exited = once(running, "exit");
+      running.kill("SIGTERM");
       await exited;
     }
+  };
+  const stop = async () => {
+    await shutdown();
     await rm(dir, { recursive: true, force: true });
   };
+  const restart = async () => {
+    await shutdown();
+    await launch();
+  };
   try {
-    await ready(child, port, () => output);
+    await launch();
   } catch (error) {
     await stop();
     throw error;
   }
-  return { host: "127.0.0.1", port, stop };
+  return {
+    host: "127.0.0.1",
+    port,
+    url: `redis://127.0.0.1:${port}/0`,
+    dir,
+    shutdown,
+    restart: async () => {
+      try {
+        await restart();
+      } catch (error) {
+        await shutdown();
+        throw error;
+      }
+    },
+    stop,
+  };
 }
