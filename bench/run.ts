@@ -1,8 +1,9 @@
 /**
- * `npm run bench [-- --quick]`: taskfleet against BullMQ on Redis, on this machine, in one run.
- * Starts everything itself on 127.0.0.1 (a taskfleet master and workers, a redis-server and BullMQ
- * workers, all as child processes), alternates the two systems run by run, and writes the medians
- * as a table, a JSON file and a markdown file under bench/results/. See docs/performance.md.
+ * `npm run bench [-- --quick]`: taskfleet with its memory store, taskfleet with its Redis store and
+ * BullMQ on Redis, on this machine, in one run. Starts everything itself on 127.0.0.1 (taskfleet
+ * masters and workers, redis-servers, BullMQ workers, all as child processes), alternates the
+ * systems run by run, and writes the medians as a table, a JSON file and a markdown file under
+ * bench/results/. See docs/performance.md.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -12,8 +13,17 @@ import { parseArgs } from "node:util";
 import { fromRepoRoot, repoRoot } from "../infra/service-builds.js";
 import { hotSpots } from "./lib/cpu-profile.js";
 import { stopAllChildren } from "./lib/processes.js";
+import { REDIS_MISSING, REDIS_SETTINGS, redisServerVersion } from "./lib/redis-server.js";
 import { round } from "./lib/stats.js";
-import { figures, markdownTable, medians, systemLabels, systemOrder } from "./report.js";
+import {
+  figures,
+  markdownTable,
+  measuredFigures,
+  medians,
+  type Round,
+  systemLabels,
+  systemOrder,
+} from "./report.js";
 import {
   type BenchConfig,
   type RoundResult,
@@ -21,13 +31,13 @@ import {
   scenarioNames,
   scenarios,
 } from "./scenarios.js";
-import { bullmq, REDIS_MISSING, redisServerVersion } from "./systems/bullmq.js";
+import { bullmq } from "./systems/bullmq.js";
 import type { System, SystemName } from "./systems/system.js";
-import { buildTaskfleet, taskfleet } from "./systems/taskfleet.js";
+import { buildTaskfleet, taskfleet, taskfleetRedis } from "./systems/taskfleet.js";
 
-const systems: Record<SystemName, System> = { taskfleet, bullmq };
+const systems: Record<SystemName, System> = { taskfleet, taskfleetRedis, bullmq };
 
-/** Full run: the figures the README shows. About 5 minutes on a 2-core machine. */
+/** Full run: the figures the README shows. About 6 minutes on 2 quiet cores (three systems). */
 const FULL: Omit<BenchConfig, "profileDir"> = {
   mode: "full",
   rounds: 5,
@@ -44,27 +54,31 @@ const FULL: Omit<BenchConfig, "profileDir"> = {
   memoryTasks: 100_000,
 };
 
-/** Quick run: every measure once, smaller; for CI, where only completion is checked. */
+/**
+ * Quick run: every measure once, smaller; for CI, where only completion is checked. Sized so that
+ * three systems take about as long as two did with 10,000 throughput tasks and 30 `cpu` tasks.
+ */
 const QUICK: Omit<BenchConfig, "profileDir"> = {
   ...FULL,
   mode: "quick",
   rounds: 1,
-  throughputTasks: 10_000,
+  throughputTasks: 5_000,
   idleSamples: 100,
   rateSeconds: 2,
   capacitySeconds: 1,
-  cpuTasks: 30,
+  cpuTasks: 20,
   memoryTasks: 20_000,
 };
 
 const USAGE = `usage: npm run bench -- [--quick] [--rounds N] [--workers N] [--concurrency N] [--profile]
                                   [--redraw results.json]
-  --quick          one smaller round (about a minute); writes bench/results/quick.{json,md}
+  --quick          one smaller round (under two minutes); writes bench/results/quick.{json,md}
   --rounds N       rounds of A/B alternation (full: ${FULL.rounds}, quick: ${QUICK.rounds})
   --workers N      worker processes per system for throughput and latency (default ${FULL.workers})
   --concurrency N  tasks each worker runs at once (default ${FULL.concurrency})
-  --profile        CPU-profile taskfleet's master during throughput runs (node --cpu-prof) and
-                   print its hot spots; profiles go to bench/results/profiles/
+  --profile        CPU-profile taskfleet's masters and workers (both stores) during throughput
+                   runs (node --cpu-prof) and print their hot spots; profiles go to
+                   bench/results/profiles/
   --redraw FILE    rewrite the table and markdown from a results JSON, without running`;
 
 interface Results {
@@ -75,7 +89,7 @@ interface Results {
   machine: Record<string, unknown>;
   versions: Record<string, string>;
   config: BenchConfig;
-  rounds: ({ round: number } & Record<SystemName, RoundResult>)[];
+  rounds: ({ round: number } & Round)[];
   medians: ReturnType<typeof medians>;
 }
 
@@ -111,7 +125,8 @@ function machine(): Record<string, unknown> {
 function describeMachine(results: Pick<Results, "machine" | "versions">): string {
   const m = results.machine;
   const gib = Math.round(Number(m.memoryBytes) / 2 ** 30);
-  return `${m.cpuModel}, ${m.cores} cores, ${gib} GiB, Node ${String(m.node).replace(/^v/, "")}, Redis ${results.versions.redis}, BullMQ ${results.versions.bullmq}`;
+  const redis = results.versions.redisSettings ? ` (${results.versions.redisSettings})` : "";
+  return `${m.cpuModel}, ${m.cores} cores, ${gib} GiB, Node ${String(m.node).replace(/^v/, "")}, Redis ${results.versions.redis}${redis}, BullMQ ${results.versions.bullmq}`;
 }
 
 function summary(scenario: ScenarioName, result: RoundResult[ScenarioName]): string {
@@ -136,12 +151,14 @@ function summary(scenario: ScenarioName, result: RoundResult[ScenarioName]): str
 /** Writes the JSON and the markdown table; returns the table. */
 function writeOutputs(results: Results, outDir: string, basename: string): string {
   const list = figures(results.config).filter((figure) => figure.key in results.medians);
+  const systemCount = new Set(Object.values(results.medians).flatMap((row) => Object.keys(row)))
+    .size;
   const table = markdownTable(list, results.medians);
   mkdirSync(outDir, { recursive: true });
   writeFileSync(path.join(outDir, `${basename}.json`), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(
     path.join(outDir, `${basename}.md`),
-    `${table}\n\n${describeMachine(results)}. ${results.config.rounds} round(s) of each system, alternating; medians. Reproduce with \`${results.command}\`.\n`,
+    `${table}\n\n${describeMachine(results)}. ${results.config.rounds} round(s) of each of the ${systemCount} systems, alternating; medians. Reproduce with \`${results.command}\`.\n`,
   );
   return table;
 }
@@ -210,11 +227,7 @@ async function main(): Promise<void> {
   if (values.redraw !== undefined) {
     const results = JSON.parse(readFileSync(values.redraw, "utf8")) as Results;
     // From the raw rounds, so that figures added since that run are computed where they can be.
-    const list = figures(results.config).filter((figure) =>
-      results.rounds.every((r) =>
-        Number.isFinite(figure.value(r.taskfleet) + figure.value(r.bullmq)),
-      ),
-    );
+    const list = measuredFigures(figures(results.config), results.rounds);
     results.medians = roundTree(medians(results.rounds, list));
     const basename = path.basename(values.redraw, ".json");
     process.stdout.write(
@@ -249,7 +262,14 @@ async function main(): Promise<void> {
   const startedAt = new Date();
   const cpuBefore = cpuCounters();
   const loadBefore = os.loadavg();
-  const versions = { ...(await taskfleet.versions()), ...(await bullmq.versions()) };
+  const versions = {
+    ...(await taskfleet.versions()),
+    ...(await bullmq.versions()),
+    // The same for both systems on Redis: a fresh redis-server per run of a scenario.
+    redisSettings: REDIS_SETTINGS.filter((arg) => arg !== "--loglevel" && arg !== "warning")
+      .map((arg) => (arg === "" ? '""' : arg))
+      .join(" "),
+  };
   const rounds: Results["rounds"] = [];
   process.stderr.write(
     `bench: ${config.mode}, ${config.rounds} round(s), ${config.workers} workers × concurrency ${config.concurrency}, Redis ${redisVersion}\n`,
@@ -257,23 +277,19 @@ async function main(): Promise<void> {
   for (let r = 1; r <= config.rounds; r++) {
     const perSystem: Partial<Record<SystemName, Partial<RoundResult>>> = {};
     for (const scenario of scenarioNames) {
-      // A B, A B, …: each scenario runs both systems back to back, so a busy spell on the machine
-      // lands on both rather than on one.
+      // A B C, A B C, …: each scenario runs every system back to back, so a busy spell on the
+      // machine lands on all of them rather than on one.
       for (const name of systemOrder) {
         const started = performance.now();
         const result = await scenarios[scenario](systems[name], config);
         perSystem[name] = { ...perSystem[name], [scenario]: result };
         const seconds = ((performance.now() - started) / 1000).toFixed(1);
         process.stderr.write(
-          `  round ${r}/${config.rounds} ${scenario.padEnd(10)} ${systemLabels[name].padEnd(9)} ${summary(scenario, result)} (${seconds} s)\n`,
+          `  round ${r}/${config.rounds} ${scenario.padEnd(10)} ${systemLabels[name].padEnd(23)} ${summary(scenario, result)} (${seconds} s)\n`,
         );
       }
     }
-    rounds.push({
-      round: r,
-      taskfleet: perSystem.taskfleet as RoundResult,
-      bullmq: perSystem.bullmq as RoundResult,
-    });
+    rounds.push({ round: r, ...(perSystem as Round) });
   }
   const cpuAfter = cpuCounters();
   const busyPercent =
@@ -314,13 +330,13 @@ async function main(): Promise<void> {
 
   if (profileDir !== undefined) {
     const files = readdirSync(profileDir).filter((f) => f.endsWith(".cpuprofile"));
-    for (const role of ["master", "worker"]) {
+    for (const role of ["master", "worker", "master-redis", "worker-redis"]) {
       const mine = files
         .filter((f) => f.startsWith(`${role}.`))
         .map((f) => path.join(profileDir, f));
       if (mine.length === 0) continue;
       process.stdout.write(
-        `\nhot spots of taskfleet's ${role} in throughput runs (self time, ${mine.length} profile(s) in ${path.relative(repoRoot, profileDir)}):\n`,
+        `\nhot spots of taskfleet's ${role.replace("-redis", " (Redis store)")} in throughput runs (self time, ${mine.length} profile(s) in ${path.relative(repoRoot, profileDir)}):\n`,
       );
       for (const spot of hotSpots(mine, repoRoot, 25)) {
         process.stdout.write(`  ${spot.selfPercent.toFixed(1).padStart(5)}%  ${spot.name}\n`);

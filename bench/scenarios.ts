@@ -37,8 +37,13 @@ export interface ThroughputResult {
   tasks: number;
   seconds: number;
   tasksPerSecond: number;
-  /** CPU time (user + system) the broker used per task during the measured part, ms. */
+  /**
+   * CPU time (user + system) the broker used per task during the measured part, ms: the master,
+   * the master and its redis-server, or BullMQ's redis-server.
+   */
   brokerCpuMsPerTask: number;
+  /** The share of `brokerCpuMsPerTask` that redis-server used, where the system has one. */
+  redisCpuMsPerTask?: number;
   /** CPU time all worker processes together used per task, ms. */
   workersCpuMsPerTask: number;
 }
@@ -137,11 +142,20 @@ async function waitFinished(
   }
 }
 
-async function cpuOf(deployment: Deployment): Promise<{ broker: number; workers: number }> {
-  const workers = await Promise.all(deployment.pids.workers.map((pid) => cpuSeconds(pid)));
+interface CpuSample {
+  broker: number;
+  redis: number | undefined;
+  workers: number;
+}
+
+async function cpuOf(deployment: Deployment): Promise<CpuSample> {
+  const { pids } = deployment;
+  const sum = async (list: readonly number[]) =>
+    (await Promise.all(list.map((pid) => cpuSeconds(pid)))).reduce((a, b) => a + b, 0);
   return {
-    broker: await cpuSeconds(deployment.pids.broker),
-    workers: workers.reduce((a, b) => a + b, 0),
+    broker: await sum(pids.broker),
+    redis: pids.redis === undefined ? undefined : await cpuSeconds(pids.redis),
+    workers: await sum(pids.workers),
   };
 }
 
@@ -163,7 +177,7 @@ async function withDeployment<T>(
  * from the first submit until the last task has finished.
  */
 export function throughput(system: System, config: BenchConfig): Promise<ThroughputResult> {
-  const profileDir = system.name === "taskfleet" ? config.profileDir : undefined;
+  const profileDir = system.name === "bullmq" ? undefined : config.profileDir;
   return withDeployment(
     system,
     { workers: config.workers, concurrency: config.concurrency, profileDir },
@@ -177,12 +191,16 @@ export function throughput(system: System, config: BenchConfig): Promise<Through
       await waitFinished(deployment, WARMUP_TASKS + tasks.length, 120_000);
       const seconds = (performance.now() - start) / 1000;
       const cpuAfter = await cpuOf(deployment);
+      const perTask = (before: number, after: number) => ((after - before) * 1000) / tasks.length;
       return {
         tasks: tasks.length,
         seconds,
         tasksPerSecond: tasks.length / seconds,
-        brokerCpuMsPerTask: ((cpuAfter.broker - cpuBefore.broker) * 1000) / tasks.length,
-        workersCpuMsPerTask: ((cpuAfter.workers - cpuBefore.workers) * 1000) / tasks.length,
+        brokerCpuMsPerTask: perTask(cpuBefore.broker, cpuAfter.broker),
+        ...(cpuBefore.redis === undefined || cpuAfter.redis === undefined
+          ? {}
+          : { redisCpuMsPerTask: perTask(cpuBefore.redis, cpuAfter.redis) }),
+        workersCpuMsPerTask: perTask(cpuBefore.workers, cpuAfter.workers),
       };
     },
   );

@@ -1,10 +1,14 @@
-import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { Queue, QueueEvents } from "bullmq";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import { fromRepoRoot } from "../../infra/service-builds.js";
-import { type Child, freePort, startChild, waitFor } from "../lib/processes.js";
+import { type Child, startChild, waitFor } from "../lib/processes.js";
+import {
+  type BenchRedis,
+  redisDataBytes,
+  redisServerVersion,
+  startRedis,
+} from "../lib/redis-server.js";
 import {
   checkResult,
   type Deployment,
@@ -19,34 +23,23 @@ const workerEntry = fromRepoRoot("bench/bullmq/worker.ts");
 /** How long one `job.waitUntilFinished` may wait: the same bound as taskfleet's `waitSeconds`. */
 const WAIT_MS = 10_000;
 
-/** The one line to print when Redis is not installed. */
-export const REDIS_MISSING =
-  "redis-server not found: the benchmark runs BullMQ on a Redis it starts itself; install it with `sudo apt-get install -y redis-server` (Debian/Ubuntu) and run the benchmark again";
-
-/** Redis's version (`redis-server --version`), or undefined when it is not installed. */
-export function redisServerVersion(): string | undefined {
-  const probe = spawnSync("redis-server", ["--version"], { encoding: "utf8" });
-  if (probe.error !== undefined || probe.status !== 0) return undefined;
-  return /v=(\S+)/.exec(probe.stdout)?.[1] ?? probe.stdout.trim();
-}
-
-function infoField(info: string, field: string): number {
-  const match = new RegExp(`^${field}:(\\d+)`, "m").exec(info);
-  if (!match) throw new Error(`Redis INFO has no ${field}`);
-  return Number(match[1]);
-}
-
 class BullmqDeployment implements Deployment {
   readonly pids: Deployment["pids"];
   private events: QueueEvents | undefined;
 
+  private readonly connection: Redis;
+
   constructor(
-    private readonly redis: Child,
+    private readonly redis: BenchRedis,
     private readonly workers: readonly Child[],
-    private readonly connection: Redis,
     private readonly queue: Queue,
   ) {
-    this.pids = { broker: redis.pid, workers: workers.map((worker) => worker.pid) };
+    this.connection = redis.connection;
+    this.pids = {
+      broker: [redis.child.pid],
+      redis: redis.child.pid,
+      workers: workers.map((worker) => worker.pid),
+    };
   }
 
   async submitBatch(tasks: readonly TaskSpec[]): Promise<string[]> {
@@ -86,20 +79,15 @@ class BullmqDeployment implements Deployment {
   }
 
   async memory(): Promise<MemorySample> {
-    // used_memory is Redis's own allocator count: exact without any settling.
-    const info = await this.connection.info("memory");
-    return {
-      bytes: infoField(info, "used_memory"),
-      detailBytes: infoField(info, "used_memory_rss"),
-    };
+    const redis = await redisDataBytes(this.connection);
+    return { bytes: redis.used, detailBytes: redis.rss };
   }
 
   async stop(): Promise<void> {
     await Promise.all(this.workers.map((worker) => worker.stop("SIGTERM", 10_000)));
     await this.events?.close();
     await this.queue.close();
-    this.connection.disconnect();
-    await this.redis.stop("SIGTERM", 10_000);
+    await this.redis.stop();
   }
 
   /**
@@ -135,44 +123,11 @@ export const bullmq: System = {
   },
 
   async start(options: StartOptions): Promise<Deployment> {
-    const port = await freePort();
-    // No persistence: neither system writes its queue to disk in this benchmark.
-    const redis = startChild("redis-server", "redis-server", [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--dir",
-      tmpdir(),
-      "--loglevel",
-      "warning",
-    ]);
-    const connection = new Redis({
-      host: "127.0.0.1",
-      port,
-      // The bench's own commands fail rather than wait forever if Redis dies mid-run.
-      maxRetriesPerRequest: 1,
-      commandTimeout: 60_000,
-      lazyConnect: true,
-      retryStrategy: () => 50,
-    });
-    // Refused connections are expected while redis-server starts; waitFor reports a real failure.
-    connection.on("error", () => undefined);
+    const redis = await startRedis();
+    const { connection, port } = redis;
     const workers: Child[] = [];
     let queue: Queue | undefined;
     try {
-      await waitFor(
-        "redis-server to answer PING",
-        async () => {
-          if (connection.status === "wait") await connection.connect();
-          return (await connection.ping()) === "PONG";
-        },
-        { child: redis },
-      );
       queue = new Queue(QUEUE_NAME, { connection });
       // The open-loop latency run has one `add` in flight per outstanding task, each listening
       // for the queue closing: hundreds at once is the intended load, not a leak.
@@ -216,11 +171,11 @@ export const bullmq: System = {
         });
       }
     } catch (error) {
-      await Promise.all([...workers, redis].map((child) => child.stop("SIGKILL")));
+      await Promise.all(workers.map((child) => child.stop("SIGKILL")));
       await queue?.close().catch(() => undefined);
-      connection.disconnect();
+      await redis.stop();
       throw error;
     }
-    return new BullmqDeployment(redis, workers, connection, queue);
+    return new BullmqDeployment(redis, workers, queue);
   },
 };

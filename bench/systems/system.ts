@@ -1,6 +1,10 @@
-/** What the scenarios need from a system under test; taskfleet and BullMQ each implement it. */
+/**
+ * What the scenarios need from a system under test; taskfleet (on each of its stores) and BullMQ
+ * each implement it.
+ */
 
-export type SystemName = "taskfleet" | "bullmq";
+/** taskfleet with its memory store, taskfleet with its Redis store, BullMQ. */
+export type SystemName = "taskfleet" | "taskfleetRedis" | "bullmq";
 
 /** One task to run: `echo` returns its payload, `cpu` counts the primes below `payload.n`. */
 export type TaskSpec =
@@ -8,9 +12,15 @@ export type TaskSpec =
   | { type: "cpu"; payload: { n: number } };
 
 export interface MemorySample {
-  /** The figure the benchmark compares: the master's RSS, or Redis's `used_memory`. */
+  /**
+   * The figure the benchmark compares, where the tasks are kept: the master's RSS (memory store),
+   * or Redis's `used_memory` less its append-only buffer (Redis store, BullMQ).
+   */
   bytes: number;
-  /** Extra detail: the master's V8 heap in use after a full GC, or Redis's RSS. */
+  /**
+   * Extra detail: the master's V8 heap in use after a full GC (memory store), the master's RSS
+   * after a full GC (Redis store: what the master itself holds per task), or Redis's RSS (BullMQ).
+   */
   detailBytes: number;
 }
 
@@ -43,8 +53,12 @@ export interface Deployment {
   runOne(task: TaskSpec): Promise<void>;
   /** The broker's memory, after a forced settle where the broker allows one. */
   memory(): Promise<MemorySample>;
-  /** Process ids of the broker (master or redis-server) and of the worker processes. */
-  readonly pids: { broker: number; workers: readonly number[] };
+  /**
+   * Process ids: of the broker (everything between clients and workers: the master, the master and
+   * its redis-server, or BullMQ's redis-server), of its redis-server where it has one, and of the
+   * worker processes.
+   */
+  readonly pids: { broker: readonly number[]; redis?: number; workers: readonly number[] };
   /** Stops the workers and the broker; every child process has exited when it resolves. */
   stop(): Promise<void>;
 }

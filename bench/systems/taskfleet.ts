@@ -5,6 +5,7 @@ import { fromRepoRoot } from "../../infra/service-builds.js";
 import { productionNodeArgs } from "../../scripts/local-services.js";
 import { JsonClient } from "../lib/http-client.js";
 import { type Child, freePort, residentBytes, startChild, waitFor } from "../lib/processes.js";
+import { type BenchRedis, redisDataBytes, startRedis } from "../lib/redis-server.js";
 import {
   checkResult,
   type Deployment,
@@ -70,8 +71,13 @@ class TaskfleetDeployment implements Deployment {
     private readonly master: Child,
     private readonly workers: readonly Child[],
     private readonly client: JsonClient,
+    private readonly redis: BenchRedis | undefined,
   ) {
-    this.pids = { broker: master.pid, workers: workers.map((worker) => worker.pid) };
+    const workerPids = workers.map((worker) => worker.pid);
+    this.pids =
+      redis === undefined
+        ? { broker: [master.pid], workers: workerPids }
+        : { broker: [master.pid, redis.child.pid], redis: redis.child.pid, workers: workerPids };
   }
 
   async submitBatch(tasks: readonly TaskSpec[]): Promise<string[]> {
@@ -132,14 +138,20 @@ class TaskfleetDeployment implements Deployment {
 
   async memory(): Promise<MemorySample> {
     const usage = await settleMaster(this.master);
-    return { bytes: await residentBytes(this.master.pid), detailBytes: usage.heapUsed };
+    if (this.redis === undefined) {
+      return { bytes: await residentBytes(this.master.pid), detailBytes: usage.heapUsed };
+    }
+    // The tasks are in Redis; the master's own RSS shows that it holds nothing per task itself.
+    const redis = await redisDataBytes(this.redis.connection);
+    return { bytes: redis.used, detailBytes: await residentBytes(this.master.pid) };
   }
 
   async stop(): Promise<void> {
-    // Workers first, so none is left polling a master that is gone.
+    // Workers first, so none is left polling a master that is gone; Redis last.
     await Promise.all(this.workers.map((worker) => worker.stop("SIGTERM", 10_000)));
     await this.master.stop("SIGTERM", 10_000);
     this.client.close();
+    await this.redis?.stop();
   }
 }
 
@@ -166,86 +178,104 @@ function settleMaster(master: Child): Promise<NodeJS.MemoryUsage> {
 /** Starts so far, to name CPU profiles apart. */
 let runs = 0;
 
-export const taskfleet: System = {
-  name: "taskfleet",
-  label: "taskfleet",
+/** Where the master keeps its tasks: `STORE` (packages/protocol/src/master-env.ts). */
+export type StoreKind = "memory" | "redis";
 
-  async versions() {
-    const pkg = JSON.parse(readFileSync(fromRepoRoot("package.json"), "utf8")) as {
-      version: string;
-    };
-    return { taskfleet: pkg.version };
-  },
+/**
+ * taskfleet with the given store. With `redis`, every start brings up a fresh redis-server of its
+ * own (bench/lib/redis-server.ts: the same settings as BullMQ's) and points the master at it with
+ * `STORE=redis`; the workers and the client are the same either way.
+ */
+function taskfleetOn(store: StoreKind): System {
+  return {
+    name: store === "memory" ? "taskfleet" : "taskfleetRedis",
+    label: store === "memory" ? "taskfleet" : "taskfleet on Redis",
 
-  async start(options: StartOptions): Promise<Deployment> {
-    const port = await freePort();
-    const workerToken = randomBytes(18).toString("base64url");
-    // As in the images: @taskfleet/protocol resolves to its compiled output.
-    const nodeArgs: string[] = [...productionNodeArgs];
-    if (options.measureMemory) nodeArgs.push("--expose-gc", "--require", memoryProbe);
-    const run = ++runs;
-    const profile = (role: string) =>
-      options.profileDir === undefined
-        ? []
-        : [
-            "--cpu-prof",
-            `--cpu-prof-dir=${options.profileDir}`,
-            `--cpu-prof-name=${role}.run${run}.${process.pid}.cpuprofile`,
-          ];
-    nodeArgs.push(...profile("master"));
-    const master = startChild("taskfleet master", process.execPath, [...nodeArgs, masterEntry], {
-      env: childEnv({
-        PORT: String(port),
-        HOST: "127.0.0.1",
-        WORKER_TOKEN: workerToken,
-        // Per-request logs would measure the terminal, not the master; BullMQ logs nothing either.
-        LOG_LEVEL: "warn",
-        SHUTDOWN_GRACE_SECONDS: "2",
-      }),
-      stdio: options.measureMemory ? ["ignore", "pipe", "pipe", "ipc"] : "pipe",
-    });
-    const url = new URL(`http://127.0.0.1:${port}`);
-    const client = new JsonClient(url);
-    const workers: Child[] = [];
-    try {
-      await waitFor(
-        "the taskfleet master's /readyz",
-        async () => (await client.request("GET", "/readyz")).status === 200,
-        { child: master },
-      );
-      for (let i = 0; i < options.workers; i++) {
-        workers.push(
-          startChild(
-            `taskfleet worker ${i + 1}`,
-            process.execPath,
-            [...productionNodeArgs, ...profile("worker"), workerEntry],
-            {
-              env: childEnv({
-                MASTER_URL: url.origin,
-                WORKER_TOKEN: workerToken,
-                CONCURRENCY: String(options.concurrency),
-                WORKER_ID: `bench-worker-${i + 1}`,
-                LOG_LEVEL: "warn",
-                SHUTDOWN_GRACE_SECONDS: "2",
-              }),
-            },
-          ),
-        );
-      }
-      for (const worker of workers) {
+    async versions() {
+      const pkg = JSON.parse(readFileSync(fromRepoRoot("package.json"), "utf8")) as {
+        version: string;
+      };
+      return { taskfleet: pkg.version };
+    },
+
+    async start(options: StartOptions): Promise<Deployment> {
+      const redis = store === "redis" ? await startRedis() : undefined;
+      const port = await freePort();
+      const workerToken = randomBytes(18).toString("base64url");
+      // As in the images: @taskfleet/protocol resolves to its compiled output.
+      const nodeArgs: string[] = [...productionNodeArgs];
+      if (options.measureMemory) nodeArgs.push("--expose-gc", "--require", memoryProbe);
+      const run = ++runs;
+      const profile = (role: string) =>
+        options.profileDir === undefined
+          ? []
+          : [
+              "--cpu-prof",
+              `--cpu-prof-dir=${options.profileDir}`,
+              `--cpu-prof-name=${role}${store === "redis" ? "-redis" : ""}.run${run}.${process.pid}.cpuprofile`,
+            ];
+      nodeArgs.push(...profile("master"));
+      const master = startChild("taskfleet master", process.execPath, [...nodeArgs, masterEntry], {
+        env: childEnv({
+          PORT: String(port),
+          HOST: "127.0.0.1",
+          WORKER_TOKEN: workerToken,
+          // Per-request logs would measure the terminal, not the master; BullMQ logs nothing either.
+          LOG_LEVEL: "warn",
+          SHUTDOWN_GRACE_SECONDS: "2",
+          ...(redis === undefined ? {} : { STORE: "redis", REDIS_URL: redis.url }),
+        }),
+        stdio: options.measureMemory ? ["ignore", "pipe", "pipe", "ipc"] : "pipe",
+      });
+      const url = new URL(`http://127.0.0.1:${port}`);
+      const client = new JsonClient(url);
+      const workers: Child[] = [];
+      try {
         await waitFor(
-          `${options.workers} taskfleet worker(s) polling the master`,
-          async () =>
-            parseStats(await client.expect([200], "GET", "/v1/stats")).activeWorkers >=
-            options.workers,
-          { child: worker },
+          "the taskfleet master's /readyz",
+          async () => (await client.request("GET", "/readyz")).status === 200,
+          { child: master },
         );
+        for (let i = 0; i < options.workers; i++) {
+          workers.push(
+            startChild(
+              `taskfleet worker ${i + 1}`,
+              process.execPath,
+              [...productionNodeArgs, ...profile("worker"), workerEntry],
+              {
+                env: childEnv({
+                  MASTER_URL: url.origin,
+                  WORKER_TOKEN: workerToken,
+                  CONCURRENCY: String(options.concurrency),
+                  WORKER_ID: `bench-worker-${i + 1}`,
+                  LOG_LEVEL: "warn",
+                  SHUTDOWN_GRACE_SECONDS: "2",
+                }),
+              },
+            ),
+          );
+        }
+        for (const worker of workers) {
+          await waitFor(
+            `${options.workers} taskfleet worker(s) polling the master`,
+            async () =>
+              parseStats(await client.expect([200], "GET", "/v1/stats")).activeWorkers >=
+              options.workers,
+            { child: worker },
+          );
+        }
+      } catch (error) {
+        await Promise.all([...workers, master].map((child) => child.stop("SIGKILL")));
+        client.close();
+        await redis?.stop();
+        throw error;
       }
-    } catch (error) {
-      await Promise.all([...workers, master].map((child) => child.stop("SIGKILL")));
-      client.close();
-      throw error;
-    }
-    return new TaskfleetDeployment(master, workers, client);
-  },
-};
+      return new TaskfleetDeployment(master, workers, client, redis);
+    },
+  };
+}
+
+/** taskfleet with its memory store (the default, `STORE=memory`). */
+export const taskfleet: System = taskfleetOn("memory");
+/** taskfleet with its Redis store (`STORE=redis`). */
+export const taskfleetRedis: System = taskfleetOn("redis");
