@@ -65,12 +65,23 @@ export const redisConnectionDefaults: RedisOptions = {
 const UNAVAILABLE_REPLIES =
   /^(LOADING|BUSY|MASTERDOWN|READONLY|MISCONF|OOM|NOAUTH|WRONGPASS|NOPERM|CLUSTERDOWN|TRYAGAIN)\b/;
 
-/** A connection error, or a reply that says Redis cannot serve now, as a StoreUnavailableError. */
+/** ioredis's own errors for a connection that is down or never came up. */
+const CONNECTION_ERRORS =
+  /^(Connection is closed|Stream isn't writeable|Reached the max retries per request limit)/;
+
+/**
+ * A connection error (ioredis's, or the socket's, which carry a code such as ECONNREFUSED), or a
+ * reply that says Redis cannot serve now, as a StoreUnavailableError; anything else (a bug) as it
+ * is, so that it is answered 500 and logged with its stack.
+ */
 function unavailable(error: unknown): unknown {
-  if (error instanceof ReplyError && !UNAVAILABLE_REPLIES.test((error as Error).message)) {
-    return error;
-  }
-  return new StoreUnavailableError(error);
+  if (!(error instanceof Error)) return error;
+  const down =
+    error instanceof ReplyError
+      ? UNAVAILABLE_REPLIES.test(error.message)
+      : CONNECTION_ERRORS.test(error.message) ||
+        typeof (error as { code?: unknown }).code === "string";
+  return down ? new StoreUnavailableError(error) : error;
 }
 
 /** What every script answers: its own answer, the attempts that ended, the tasks that finished. */
@@ -219,7 +230,11 @@ export class RedisTaskStore implements TaskStore {
           created: answer[4 + 3 * i] === 1,
         };
       }
-      if (created > 0) this.observer.submitted(created);
+      if (created > 0) {
+        this.observer.submitted(created);
+        // This master's own polls need not wait for the `queued` message to come back from Redis.
+        this.wake();
+      }
       return outcomes;
     }
   }
@@ -460,6 +475,9 @@ export class RedisTaskStore implements TaskStore {
     this.drain();
     if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
     await Promise.allSettled([this.redis.quit(), this.subscriber.quit()]);
+    // A connection that is down (or refused its password) cannot quit: stop its reconnecting.
+    this.redis.disconnect();
+    this.subscriber.disconnect();
   }
 
   /**
