@@ -16,14 +16,19 @@ if (!parentPort) throw new Error("task-thread.js runs only as a worker thread");
 const port = parentPort;
 const { tasksDirectory, maxResultBytes } = workerData as ThreadData;
 const registry = loadTaskRegistry(tasksDirectory);
-// Awaited by each run; a failure to load is reported as that run's failure, not as unhandled.
-registry.catch(() => undefined);
 
 /** The id of the task whose code is running, across its timers and promises. */
 const owner = new AsyncLocalStorage<string>();
 let current: { id: string; controller: AbortController } | undefined;
 
 const send = (message: FromThread) => port.postMessage(message);
+
+// Awaited by each run; a failure to load is reported as that run's failure, not as unhandled.
+// Either way the thread is ready: the pool hands it tasks from now on.
+registry.then(
+  () => send({ kind: "ready" }),
+  () => send({ kind: "ready" }),
+);
 
 // An error nothing caught (thrown from a timer, an unhandled rejection) leaves the thread in an
 // unknown state: say which task's code threw, then end the thread. The main thread fails that

@@ -70,7 +70,8 @@ interface HeldTask {
 }
 
 /**
- * Pulls tasks from the master and runs them, each in a task thread (task-pool.ts): leases up to
+ * Pulls tasks from the master and runs them, each in a task thread (task-pool.ts), all of which
+ * it starts before it leases anything: leases up to
  * the free concurrency per long poll and gives back anything beyond that, renews every held lease
  * from the main thread (lease-renewal.ts), sends completions in batches bounded in bytes
  * (result-batcher.ts), backs off when the master fails or breaks the protocol, and on
@@ -173,6 +174,24 @@ export class Worker {
   }
 
   private async leaseLoop(): Promise<void> {
+    // Every task thread is started, and has loaded the task files, before the first lease. Were
+    // threads started for tasks already leased, `concurrency` of them would start at once with
+    // their leases running, and on a busy machine (each start costs about 0.1 s of CPU) the
+    // tasks would sit `running` on the master, doing nothing, for seconds; past a lease period
+    // their leases were lost and the half-started threads thrown away and started again.
+    const warming = performance.now();
+    await Promise.race([
+      this.pool.warmUp(),
+      new Promise((resolve) =>
+        this.stopController.signal.addEventListener("abort", resolve, { once: true }),
+      ),
+    ]);
+    if (!this.stopped) {
+      this.log.info(
+        { threads: this.concurrency, ms: Math.round(performance.now() - warming) },
+        "task threads ready",
+      );
+    }
     while (!this.stopped) {
       const free = this.concurrency - this.held.size;
       if (free <= 0 || this.results.isFull()) {

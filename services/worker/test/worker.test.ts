@@ -218,6 +218,8 @@ describe("worker", () => {
     const master = await fakeMaster();
     const port = Number(new URL(master.url).port);
     const { logs } = await worker(master);
+    // Connected first: its threads started, it is waiting on a lease when the master goes.
+    await master.until(() => master.callsTo("lease").length > 0);
     await master.stop();
     await new Promise((resolve) => setTimeout(resolve, 300));
     await master.listen(port);
