@@ -19,6 +19,26 @@ export const clusterKinds: readonly ClusterKind[] = ["kind", "existing", "gke"];
 export const releaseChannels = ["RAPID", "REGULAR", "STABLE", "EXTENDED"] as const;
 export type ReleaseChannel = (typeof releaseChannels)[number];
 
+/** Where the masters keep the tasks (config `redis`). */
+export const redisKinds = ["inCluster", "memorystore"] as const;
+export type RedisKind = (typeof redisKinds)[number];
+
+/**
+ * What a key whose declared default is empty (`redis`) or 0 (`masterReplicas`) means on each kind
+ * of cluster: in the cloud a managed, replicated Redis and a master to spare; locally what fits
+ * on a laptop.
+ */
+export const clusterDefaults: Readonly<
+  Record<ClusterKind, { masterReplicas: number; redis: RedisKind }>
+> = {
+  gke: { masterReplicas: 2, redis: "memorystore" },
+  kind: { masterReplicas: 1, redis: "inCluster" },
+  existing: { masterReplicas: 1, redis: "inCluster" },
+};
+
+/** Most master pods a stack may run: each holds a few connections to Redis and to the workers. */
+export const maxMasterReplicas = 20;
+
 /** How `Pulumi.yaml` declares one config key: its type, default and description. */
 export interface ConfigKeySpec {
   type: "string" | "integer" | "boolean";
@@ -69,8 +89,54 @@ export function workerMemoryFloor(concurrency: number): number {
   );
 }
 
+/**
+ * How the in-cluster Redis's memory limit is shared: `maxmemory` (what the data may take before
+ * Redis refuses writes) is half of it, because rewriting the append-only file forks Redis, and
+ * every page written meanwhile is copied; the rest also holds client buffers.
+ */
+export const redisMemory = {
+  maxmemoryShare: 0.5,
+  /** The least limit worth running with. */
+  minLimitBytes: 128 * mebibyte,
+} as const;
+
+/**
+ * With the tasks in Redis, what MEMORY_BUDGET_BYTES lets the queued and running tasks take of
+ * Redis's data memory (`maxmemory`, or a Memorystore instance's size): the rest holds the retained
+ * results, which the budget does not count, and Redis's own overhead per key. Past the budget a
+ * submission gets 503 while Redis still has room for leases, completions and the sweep.
+ */
+export const redisTaskBudgetShare = 0.5;
+
+/** The master's MEMORY_BUDGET_BYTES for a Redis whose data may take `dataBytes`. */
+export function redisTaskBudgetBytes(dataBytes: number): number {
+  return Math.floor(dataBytes * redisTaskBudgetShare);
+}
+
+/** Redis's `maxmemory` in bytes for a container memory limit. */
+export function redisMaxmemoryBytes(limitBytes: number): number {
+  return Math.floor(limitBytes * redisMemory.maxmemoryShare);
+}
+
 /** The keys the program reads as secrets (`requireSecret`); the stack holds them encrypted. */
-export const secretKeys: readonly string[] = ["apiToken", "workerToken"];
+export const secretKeys: readonly string[] = ["apiToken", "workerToken", "redisPassword"];
+
+/**
+ * A configured Redis password goes into redis.conf as one token, unquoted: letters, digits and
+ * the URL- and base64-safe punctuation only, long enough not to be guessed.
+ */
+const redisPasswordPattern = /^[A-Za-z0-9\-_.~+/=]{16,128}$/;
+
+/**
+ * Checks a configured Redis password; the message names the key and the rule, never the value.
+ */
+export function checkRedisPassword(text: string): void {
+  if (!redisPasswordPattern.test(text)) {
+    throw new ConfigError(
+      `Invalid config ${projectName}:redisPassword (value not shown: it is a secret): must be 16 to 128 characters, each a letter, a digit or one of - _ . ~ + / =.`,
+    );
+  }
+}
 
 /**
  * Every `taskfleet:` key, as `Pulumi.yaml` declares it: the one place a key's type, default and
@@ -117,6 +183,25 @@ export interface GkeConfig {
   deletionProtection: boolean;
 }
 
+/** The Redis the program runs in the namespace. */
+export interface InClusterRedisConfig {
+  kind: "inCluster";
+  image: string;
+  /** A Kubernetes quantity, e.g. 1Gi. */
+  storageSize: string;
+  /** Undefined: the cluster's default StorageClass. */
+  storageClass: string | undefined;
+  resources: Resources;
+  /** Undefined: the program generates the password. */
+  password: pulumi.Output<string> | undefined;
+}
+
+/** Memorystore for Redis, on GKE only. */
+export interface MemorystoreConfig {
+  kind: "memorystore";
+  sizeGb: number;
+}
+
 /** The whole validated configuration of one stack. */
 export interface TaskfleetConfig {
   stack: string;
@@ -141,7 +226,9 @@ export interface TaskfleetConfig {
   maxAttempts: number;
   resultTtlSeconds: number;
   logLevel: LogLevel;
-  master: { resources: Resources };
+  master: { resources: Resources; replicas: number };
+  /** Where the masters keep the tasks. */
+  redis: InClusterRedisConfig | MemorystoreConfig;
   worker: {
     resources: Resources;
     minReplicas: number;
@@ -162,6 +249,7 @@ export interface RawConfig {
   values: Readonly<Record<string, string | undefined>>;
   apiToken?: pulumi.Output<string>;
   workerToken?: pulumi.Output<string>;
+  redisPassword?: pulumi.Output<string>;
 }
 
 /** A config value that is not allowed; the message names the key, the value and what is allowed. */
@@ -279,7 +367,7 @@ export function parseMemory(quantity: string): number {
   return Number(match[1]) * (memoryUnits[match[2] ?? ""] ?? Number.NaN);
 }
 
-function readResources(read: ConfigReader, prefix: "master" | "worker"): Resources {
+function readResources(read: ConfigReader, prefix: "master" | "worker" | "redis"): Resources {
   const cpu = "a CPU quantity such as 250m or 1";
   const memory = "a memory quantity such as 128Mi or 1Gi";
   const resources: Resources = {
@@ -321,7 +409,7 @@ const imageReferencePattern =
 
 function imageReference(
   read: ConfigReader,
-  key: "masterImage" | "workerImage",
+  key: "masterImage" | "workerImage" | "redisImage",
 ): string | undefined {
   const text = read.string(key);
   if (text === "") return undefined;
@@ -342,6 +430,80 @@ function optional(text: string): string | undefined {
 }
 
 const dnsLabel = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+function readMasterReplicas(read: ConfigReader, cluster: ClusterKind): number {
+  const text = read.string("masterReplicas");
+  const value = /^\d+$/.test(text.trim()) ? Number(text.trim()) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value > maxMasterReplicas) {
+    throw invalid(
+      "masterReplicas",
+      text,
+      `must be an integer from 1 to ${maxMasterReplicas}, or 0 for the cluster's default (${clusterKinds.map((kind) => `${clusterDefaults[kind].masterReplicas} on ${kind}`).join(", ")})`,
+    );
+  }
+  return value === 0 ? clusterDefaults[cluster].masterReplicas : value;
+}
+
+function readRedis(
+  raw: RawConfig,
+  read: ConfigReader,
+  cluster: ClusterKind,
+): InClusterRedisConfig | MemorystoreConfig {
+  const chosen = read.string("redis");
+  if (chosen !== "" && !(redisKinds as readonly string[]).includes(chosen)) {
+    throw invalid(
+      "redis",
+      chosen,
+      `allowed values are ${redisKinds.join(", ")}, or empty for the cluster's default (${clusterKinds.map((kind) => `${clusterDefaults[kind].redis} on ${kind}`).join(", ")})`,
+    );
+  }
+  const kind = chosen === "" ? clusterDefaults[cluster].redis : (chosen as RedisKind);
+  if (kind === "memorystore") {
+    if (cluster !== "gke") {
+      throw invalid(
+        "redis",
+        chosen,
+        `Memorystore is only available when taskfleet:cluster is gke (it is ${cluster}); use inCluster or leave it empty`,
+      );
+    }
+    if (raw.redisPassword !== undefined) {
+      throw new ConfigError(
+        `Invalid config ${projectName}:redisPassword (value not shown: it is a secret): only used when taskfleet:redis is inCluster (it is memorystore, which makes its own AUTH string); unset it.`,
+      );
+    }
+    return { kind, sizeGb: read.integer("memorystoreSizeGb", 1, 300) };
+  }
+  const resources = readResources(read, "redis");
+  if (parseMemory(resources.memoryLimit) < redisMemory.minLimitBytes) {
+    throw invalid(
+      "redisMemoryLimit",
+      resources.memoryLimit,
+      `must be at least ${redisMemory.minLimitBytes / mebibyte}Mi (maxmemory is ${redisMemory.maxmemoryShare * 100}% of it, the rest is room for rewriting the append-only file)`,
+    );
+  }
+  const storageSize = read.matching(
+    "redisStorageSize",
+    memoryPattern,
+    "must be a storage quantity such as 1Gi or 500Mi",
+  );
+  if (parseMemory(storageSize) <= 0) {
+    throw invalid("redisStorageSize", storageSize, "must be more than 0");
+  }
+  return {
+    kind,
+    image: imageReference(read, "redisImage") as string,
+    storageSize,
+    storageClass: optional(
+      read.matching(
+        "redisStorageClass",
+        /^$|^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/,
+        "must be empty (the cluster's default class) or a StorageClass name such as standard-rwo",
+      ),
+    ),
+    resources,
+    password: raw.redisPassword,
+  };
+}
 
 /**
  * Validates raw config into the typed object the program uses, or throws a {@link ConfigError}
@@ -437,7 +599,8 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
     maxAttempts: read.integerOf("maxAttempts", masterEnv.MAX_ATTEMPTS),
     resultTtlSeconds: read.integerOf("resultTtlSeconds", masterEnv.RESULT_TTL_SECONDS),
     logLevel: read.oneOf("logLevel", logLevels),
-    master: { resources: masterResources },
+    master: { resources: masterResources, replicas: readMasterReplicas(read, cluster) },
+    redis: readRedis(raw, read, cluster),
     worker: {
       resources: workerResources,
       minReplicas,
@@ -529,17 +692,22 @@ export function loadConfig(): TaskfleetConfig {
     values,
     apiToken: configuredSecret(project, "apiToken"),
     workerToken: configuredSecret(project, "workerToken"),
+    redisPassword: configuredSecret(project, "redisPassword", checkRedisPassword),
   });
 }
 
 /**
- * `Pulumi.yaml` declares the tokens with an empty default, meaning "generate one"; the plain read
- * only tests for that empty default, and the value itself stays a secret Output.
+ * `Pulumi.yaml` declares the secrets with an empty default, meaning "generate one"; the plain read
+ * only tests for that empty default (and, given `check`, the value's form, in a message that never
+ * shows it), and the value itself stays a secret Output.
  */
 function configuredSecret(
   project: pulumi.Config,
-  key: "apiToken" | "workerToken",
+  key: "apiToken" | "workerToken" | "redisPassword",
+  check?: (plain: string) => void,
 ): pulumi.Output<string> | undefined {
   const plain = project.get(key);
-  return plain === undefined || plain === "" ? undefined : project.requireSecret(key);
+  if (plain === undefined || plain === "") return undefined;
+  check?.(plain);
+  return project.requireSecret(key);
 }

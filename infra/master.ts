@@ -1,7 +1,7 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { masterEnv } from "@taskfleet/protocol/master-env";
-import { masterMemoryShares, parseMemory } from "./config";
+import { masterMemoryShares, parseMemory, redisTaskBudgetBytes } from "./config";
 import {
   acceptedFindingAnnotations,
   appLabels,
@@ -17,6 +17,7 @@ import {
   tmpVolume,
   tokenFromEnvFinding,
 } from "./pod";
+import { type RedisConnection, redisCaKey, redisPasswordKey } from "./redis";
 
 /** The master's public container port, named `http`: the client API and health (docs/protocol.md). */
 export const masterPort = 8080;
@@ -28,7 +29,14 @@ export const masterInternalPort = 8081;
 /** The port of both of the master's Services. */
 export const masterServicePort = 80;
 
+/** Where a TLS Redis's CA certificate is mounted in the master's container. */
+export const redisCaDir = "/etc/taskfleet/redis-ca";
+
 export interface MasterArgs extends ServicePodArgs {
+  /** Master pods; at 2 or more a PodDisruptionBudget keeps all but one through voluntary disruptions. */
+  replicas: number;
+  /** The Redis every master keeps the tasks in. */
+  redis: RedisConnection;
   /** Bearer token for `/v1/*`; a secret. */
   apiToken: pulumi.Input<string>;
   /** Bearer token for `/worker/v1/*`; a secret. */
@@ -73,12 +81,13 @@ export function masterServiceAnnotations(args: {
 }
 
 /**
- * The master: one pod behind two Services, holding the tokens in a Secret it shares with the
- * workers. The LoadBalancer Service exposes the client API and health only; the worker API and
- * `/metrics` are on a second port, behind a ClusterIP Service that the network policies open to
- * the workers (and to metrics scrapers) only. It has no PodDisruptionBudget: on a single replica any budget that protects
- * it can never be met, so it would block every node drain, cluster autoscaler scale-down and GKE
- * upgrade (which then evicts anyway after an hour).
+ * The masters: stateless pods that keep the tasks in Redis, behind two Services, holding the
+ * tokens in a Secret they share with the workers. The LoadBalancer Service exposes the client API
+ * and health only; the worker API and `/metrics` are on a second port, behind a ClusterIP Service
+ * that the network policies open to the workers (and to metrics scrapers) only. With two or more
+ * replicas a PodDisruptionBudget lets a drain take one master at a time; with one there is none,
+ * because a budget that protects a single pod can never be met and would block every node drain,
+ * cluster autoscaler scale-down and GKE upgrade (which then evicts anyway after an hour).
  */
 export class Master extends pulumi.ComponentResource {
   /** The Secret holding `apiToken` and `workerToken`. */
@@ -111,6 +120,7 @@ export class Master extends pulumi.ComponentResource {
     this.tokenSecretName = tokens.metadata.name;
 
     const shutdownGraceSeconds = masterEnv.SHUTDOWN_GRACE_SECONDS.default;
+    const caConfigMapName = args.redis.caConfigMapName;
 
     const deployment = new k8s.apps.v1.Deployment(
       `${name}`,
@@ -124,10 +134,10 @@ export class Master extends pulumi.ComponentResource {
           ]),
         },
         spec: {
-          // The queue lives in the master's memory: a second master would split it, so exactly
-          // one runs, and Recreate stops the old pod before the new one starts.
-          replicas: 1,
-          strategy: { type: "Recreate" },
+          // The tasks are in Redis, so masters can overlap: a new pod is Ready before an old one
+          // stops, and an update never leaves the API without a master.
+          replicas: args.replicas,
+          strategy: { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
           selector: { matchLabels: selector },
           template: {
             metadata: { labels },
@@ -155,15 +165,30 @@ export class Master extends pulumi.ComponentResource {
                     envVar(masterEnv, "MAX_ATTEMPTS", String(args.maxAttempts)),
                     envVar(masterEnv, "RESULT_TTL_SECONDS", String(args.resultTtlSeconds)),
                     envVar(masterEnv, "SHUTDOWN_GRACE_SECONDS", String(shutdownGraceSeconds)),
-                    // The heap and the task budget are shares of the pod's memory limit, so the
-                    // master refuses work (503) before the kernel would kill it.
-                    envVar(masterEnv, "MEMORY_BUDGET_BYTES", String(memory.budgetBytes)),
+                    // The tasks are in Redis: the budget is a share of Redis's memory, so that
+                    // submissions get 503 while Redis still takes leases and completions.
+                    envVar(
+                      masterEnv,
+                      "MEMORY_BUDGET_BYTES",
+                      String(redisTaskBudgetBytes(args.redis.dataBytes)),
+                    ),
                     // Node's own variable, not the master's.
                     {
                       name: "NODE_OPTIONS",
                       value: `--max-old-space-size=${Math.floor(memory.heapBytes / 2 ** 20)}`,
                     },
                     envVar(masterEnv, "LOG_LEVEL", args.logLevel),
+                    envVar(masterEnv, "STORE", "redis"),
+                    envVar(masterEnv, "REDIS_URL", args.redis.url),
+                    secretEnvVar(
+                      masterEnv,
+                      "REDIS_PASSWORD",
+                      args.redis.passwordSecretName,
+                      redisPasswordKey,
+                    ),
+                    ...(caConfigMapName
+                      ? [envVar(masterEnv, "REDIS_CA_FILE", `${redisCaDir}/${redisCaKey}`)]
+                      : []),
                   ],
                   // On the internal port, which has its own connection cap: a client holding every
                   // connection of the public port cannot make the kubelet restart the master.
@@ -182,16 +207,39 @@ export class Master extends pulumi.ComponentResource {
                   },
                   resources: containerResources(args.resources),
                   securityContext: containerSecurityContext,
-                  volumeMounts: [tmpMount],
+                  volumeMounts: [
+                    tmpMount,
+                    ...(caConfigMapName
+                      ? [{ name: "redis-ca", mountPath: redisCaDir, readOnly: true }]
+                      : []),
+                  ],
                 },
               ],
-              volumes: [tmpVolume],
+              volumes: [
+                tmpVolume,
+                ...(caConfigMapName
+                  ? [{ name: "redis-ca", configMap: { name: caConfigMapName } }]
+                  : []),
+              ],
             },
           },
         },
       },
-      { parent: this },
+      { parent: this, dependsOn: args.redis.ready },
     );
+
+    if (args.replicas >= 2) {
+      // A drain, an autoscaler scale-down or a GKE upgrade takes one master at a time; the others
+      // keep serving.
+      new k8s.policy.v1.PodDisruptionBudget(
+        `${name}`,
+        {
+          metadata: { namespace: args.namespace, labels },
+          spec: { maxUnavailable: 1, selector: { matchLabels: selector } },
+        },
+        { parent: this },
+      );
+    }
 
     const service = new k8s.core.v1.Service(
       `${name}`,

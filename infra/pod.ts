@@ -35,7 +35,7 @@ export const tokenFromEnvFinding: AcceptedFinding = {
 
 /** The `app.kubernetes.io/*` labels of one component; the selector uses the stable subset. */
 export function appLabels(
-  component: "master" | "worker" | "network",
+  component: "master" | "worker" | "redis" | "network",
   instance: string,
 ): Record<string, string> {
   return {
@@ -49,7 +49,7 @@ export function appLabels(
 
 /** Labels that never change for a component: a Deployment's selector is immutable. */
 export function selectorLabels(
-  component: "master" | "worker",
+  component: "master" | "worker" | "redis",
   instance: string,
 ): Record<string, string> {
   const labels = appLabels(component, instance);

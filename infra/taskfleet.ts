@@ -5,10 +5,13 @@ import { ExistingCluster } from "./cluster/existing";
 import { cloudId, GkeCluster } from "./cluster/gke";
 import { KindCluster } from "./cluster/kind";
 import type { ClusterTarget } from "./cluster/target";
-import { projectName, type TaskfleetConfig } from "./config";
+import { configSpec, projectName, type TaskfleetConfig } from "./config";
 import { ServiceImages } from "./images";
 import { Master } from "./master";
+import { Memorystore } from "./memorystore";
 import { NetworkPolicies } from "./network-policy";
+import type { AcceptedFinding } from "./pod";
+import { InClusterRedis, type RedisConnection } from "./redis";
 import { Workers } from "./workers";
 
 /** The stack's outputs, exported one by one by `infra/index.ts`. */
@@ -33,8 +36,12 @@ export interface TaskfleetOutputs {
   apiToken: pulumi.Output<string>;
 }
 
+function baseNameOf(config: TaskfleetConfig): string {
+  return cloudId(`${projectName}-${config.stack}`, 40);
+}
+
 function createCluster(config: TaskfleetConfig): ClusterTarget {
-  const baseName = cloudId(`${projectName}-${config.stack}`, 40);
+  const baseName = baseNameOf(config);
   switch (config.cluster) {
     case "gke":
       if (config.gke === undefined) throw new Error("cluster is gke but its settings are missing");
@@ -54,6 +61,54 @@ function token(name: string, configured: pulumi.Output<string> | undefined): pul
   if (configured !== undefined) return pulumi.secret(configured);
   // No special characters: the value travels in HTTP headers and shell variables.
   return new random.RandomPassword(name, { length: 48, special: false }).result;
+}
+
+/** What checkov says of the default Redis image, which names an exact release by tag. */
+const defaultRedisImageFindings: AcceptedFinding[] = [
+  {
+    check: "CKV_K8S_43",
+    reason:
+      "the default is the official image at an exact release tag; set taskfleet:redisImage to image@sha256:<digest> to pin the digest too",
+  },
+  {
+    check: "CKV_K8S_15",
+    reason:
+      "an exact release tag, kept on the node once pulled; with Always a Redis restart would wait on Docker Hub and its pull limits",
+  },
+];
+
+/** The Redis the masters keep the tasks in: in the namespace, or Memorystore next to GKE. */
+function createRedis(
+  config: TaskfleetConfig,
+  namespace: pulumi.Input<string>,
+  baseName: string,
+  provider: k8s.Provider,
+): RedisConnection {
+  const { redis } = config;
+  if (redis.kind === "memorystore") {
+    if (config.gke === undefined)
+      throw new Error("redis is memorystore but GKE settings are missing");
+    return new Memorystore(
+      "memorystore",
+      { gke: config.gke, baseName, sizeGb: redis.sizeGb, namespace },
+      { providers: [provider] },
+    );
+  }
+  return new InClusterRedis(
+    "redis",
+    {
+      namespace,
+      image: redis.image,
+      // A configured tag is the user's choice; checkov's digest finding stays visible for it.
+      imageFindings:
+        redis.image === configSpec.redisImage?.default ? defaultRedisImageFindings : [],
+      password: token("redis-password", redis.password),
+      storageSize: redis.storageSize,
+      storageClass: redis.storageClass,
+      resources: redis.resources,
+    },
+    { providers: [provider] },
+  );
 }
 
 /** The whole program for one validated stack config. */
@@ -89,11 +144,15 @@ export function createTaskfleet(config: TaskfleetConfig): TaskfleetOutputs {
   const apiToken = token("api-token", config.apiToken);
   const workerToken = token("worker-token", config.workerToken);
 
+  const redis = createRedis(config, namespace.metadata.name, baseNameOf(config), cluster.provider);
+
   const master = new Master(
     "master",
     {
       namespace: namespace.metadata.name,
       image: images.master,
+      replicas: config.master.replicas,
+      redis,
       apiToken,
       workerToken,
       leaseSeconds: config.leaseSeconds,
@@ -133,6 +192,7 @@ export function createTaskfleet(config: TaskfleetConfig): TaskfleetOutputs {
       masterSelector: master.podSelector,
       workerSelector: workers.podSelector,
       metricsNamespaces: config.metricsNamespaces,
+      redis: redis.peer,
     },
     { providers: [cluster.provider] },
   );

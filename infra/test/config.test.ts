@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import * as pulumi from "@pulumi/pulumi";
-import { ConfigError, configSpec, loadConfig, validateConfig } from "../config";
+import {
+  ConfigError,
+  checkRedisPassword,
+  clusterDefaults,
+  configSpec,
+  loadConfig,
+  validateConfig,
+} from "../config";
 import { evaluateStack } from "../testing/harness";
 
 function validate(values: Record<string, string>, stack = "test") {
@@ -184,6 +191,86 @@ const rejected: [string, Record<string, string>, string][] = [
     { ...gke, "taskfleet:subnetwork": "Nodes" },
     'Invalid config taskfleet:subnetwork = "Nodes": must be empty, a subnetwork name, or projects/<project>/regions/<region>/subnetworks/<name>.',
   ],
+  [
+    "more masters than the most allowed",
+    { "taskfleet:masterReplicas": "21" },
+    'Invalid config taskfleet:masterReplicas = "21": must be an integer from 1 to 20, or 0 for the cluster\'s default (1 on kind, 1 on existing, 2 on gke).',
+  ],
+  [
+    "a negative master count",
+    { "taskfleet:masterReplicas": "-1" },
+    'Invalid config taskfleet:masterReplicas = "-1": must be an integer from 1 to 20, or 0 for the cluster\'s default (1 on kind, 1 on existing, 2 on gke).',
+  ],
+  [
+    "a master count that is not a number",
+    { "taskfleet:masterReplicas": "two" },
+    'Invalid config taskfleet:masterReplicas = "two": must be an integer from 1 to 20, or 0 for the cluster\'s default (1 on kind, 1 on existing, 2 on gke).',
+  ],
+  [
+    "an unknown kind of Redis",
+    { "taskfleet:redis": "elasticache" },
+    'Invalid config taskfleet:redis = "elasticache": allowed values are inCluster, memorystore, or empty for the cluster\'s default (inCluster on kind, inCluster on existing, memorystore on gke).',
+  ],
+  [
+    "Memorystore on a local cluster",
+    { "taskfleet:redis": "memorystore" },
+    'Invalid config taskfleet:redis = "memorystore": Memorystore is only available when taskfleet:cluster is gke (it is kind); use inCluster or leave it empty.',
+  ],
+  [
+    "Memorystore on an existing cluster",
+    { "taskfleet:cluster": "existing", "taskfleet:redis": "memorystore" },
+    'Invalid config taskfleet:redis = "memorystore": Memorystore is only available when taskfleet:cluster is gke (it is existing); use inCluster or leave it empty.',
+  ],
+  [
+    "a Memorystore size of 0 GB",
+    { ...gke, "taskfleet:memorystoreSizeGb": "0" },
+    'Invalid config taskfleet:memorystoreSizeGb = "0": must be an integer from 1 to 300.',
+  ],
+  [
+    "a Redis memory limit with no room for its rewrite fork",
+    { "taskfleet:redisMemoryLimit": "100Mi", "taskfleet:redisMemoryRequest": "64Mi" },
+    'Invalid config taskfleet:redisMemoryLimit = "100Mi": must be at least 128Mi (maxmemory is 50% of it, the rest is room for rewriting the append-only file).',
+  ],
+  [
+    "a Redis CPU request above its limit",
+    { "taskfleet:redisCpuRequest": "2", "taskfleet:redisCpuLimit": "1" },
+    'Invalid config taskfleet:redisCpuRequest = "2": must not exceed taskfleet:redisCpuLimit (1).',
+  ],
+  [
+    "a Redis CPU limit that is not a quantity",
+    { "taskfleet:redisCpuLimit": "fast" },
+    'Invalid config taskfleet:redisCpuLimit = "fast": must be a CPU quantity such as 250m or 1.',
+  ],
+  [
+    "a Redis memory request above its limit",
+    { "taskfleet:redisMemoryRequest": "1Gi", "taskfleet:redisMemoryLimit": "512Mi" },
+    'Invalid config taskfleet:redisMemoryRequest = "1Gi": must not exceed taskfleet:redisMemoryLimit (512Mi).',
+  ],
+  [
+    "a Redis volume size in the wrong unit",
+    { "taskfleet:redisStorageSize": "1GB" },
+    'Invalid config taskfleet:redisStorageSize = "1GB": must be a storage quantity such as 1Gi or 500Mi.',
+  ],
+  [
+    "an empty Redis volume",
+    { "taskfleet:redisStorageSize": "0" },
+    'Invalid config taskfleet:redisStorageSize = "0": must be more than 0.',
+  ],
+  [
+    "a StorageClass name that is not one",
+    { "taskfleet:redisStorageClass": "Fast_SSD" },
+    'Invalid config taskfleet:redisStorageClass = "Fast_SSD": must be empty (the cluster\'s default class) or a StorageClass name such as standard-rwo.',
+  ],
+  [
+    "a Redis image by the moving latest tag",
+    { "taskfleet:redisImage": "redis:latest" },
+    'Invalid config taskfleet:redisImage = "redis:latest": must be an image reference with a digest (repo@sha256:...) or a tag other than latest (repo:1.2.3).',
+  ],
+  [
+    "a Redis image without a tag",
+    { "taskfleet:redisImage": "redis" },
+    'Invalid config taskfleet:redisImage = "redis": must be an image reference with a digest (repo@sha256:...) or a tag other than latest (repo:1.2.3).',
+  ],
 ];
 
 describe("validateConfig", () => {
@@ -260,8 +347,104 @@ describe("validateConfig", () => {
     assert.equal(custom.internalLoadBalancer, true);
   });
 
+  it("runs one master on local clusters and two on GKE unless masterReplicas says otherwise", () => {
+    assert.equal(configSpec.masterReplicas.default, 0);
+    assert.equal(validate({}).master.replicas, 1);
+    assert.equal(validate({ "taskfleet:cluster": "existing" }).master.replicas, 1);
+    assert.equal(validate(gke).master.replicas, 2);
+    assert.equal(validate({ "taskfleet:masterReplicas": "3" }).master.replicas, 3);
+    assert.equal(validate({ ...gke, "taskfleet:masterReplicas": "1" }).master.replicas, 1);
+    assert.equal(validate({ "taskfleet:masterReplicas": "20" }).master.replicas, 20);
+  });
+
+  it("runs Redis in the cluster locally and Memorystore on GKE unless redis says otherwise", () => {
+    assert.equal(configSpec.redis.default, "");
+    const local = validate({});
+    assert.equal(local.redis.kind, "inCluster");
+    if (local.redis.kind !== "inCluster") return;
+    assert.equal(local.redis.image, configSpec.redisImage.default);
+    assert.equal(local.redis.storageSize, configSpec.redisStorageSize.default);
+    assert.equal(local.redis.storageClass, undefined);
+    assert.equal(local.redis.resources.memoryLimit, configSpec.redisMemoryLimit.default);
+    assert.equal(local.redis.password, undefined);
+    assert.deepEqual(validate(gke).redis, {
+      kind: "memorystore",
+      sizeGb: configSpec.memorystoreSizeGb.default,
+    });
+    assert.equal(validate({ ...gke, "taskfleet:redis": "inCluster" }).redis.kind, "inCluster");
+    const custom = validate({
+      "taskfleet:redis": "inCluster",
+      "taskfleet:redisStorageClass": "fast-ssd",
+      "taskfleet:redisStorageSize": "20Gi",
+      "taskfleet:redisImage": "registry.example/redis:8.10.1",
+    });
+    assert.deepEqual(
+      custom.redis.kind === "inCluster" && [
+        custom.redis.storageClass,
+        custom.redis.storageSize,
+        custom.redis.image,
+      ],
+      ["fast-ssd", "20Gi", "registry.example/redis:8.10.1"],
+    );
+  });
+
+  it("describes the cluster defaults of masterReplicas and redis in Pulumi.yaml as the program applies them", () => {
+    for (const [cluster, defaults] of Object.entries(clusterDefaults)) {
+      // "2 on gke, 1 on kind and existing"
+      const stated = (value: string | number) =>
+        new RegExp(`\\b${value} on ([a-z]+ and )?${cluster}\\b`);
+      assert.match(configSpec.masterReplicas.description, stated(defaults.masterReplicas));
+      assert.match(configSpec.redis.description, stated(defaults.redis));
+    }
+  });
+
+  it("refuses a configured Redis password with Memorystore, which makes its own, without showing it", () => {
+    assert.throws(
+      () =>
+        validateConfig({
+          stack: "test",
+          values: gke,
+          redisPassword: pulumi.secret("a-password-for-memorystore-0123"),
+        }),
+      {
+        message:
+          "Invalid config taskfleet:redisPassword (value not shown: it is a secret): only used when taskfleet:redis is inCluster (it is memorystore, which makes its own AUTH string); unset it.",
+      },
+    );
+  });
+
   it("returns a frozen object", () => {
     assert.ok(Object.isFrozen(validate({})));
+  });
+});
+
+describe("checkRedisPassword", () => {
+  it("takes 16 to 128 letters, digits and URL- or base64-safe punctuation", () => {
+    for (const good of ["abcdefghijklmnop", "A0-_.~+/=A0-_.~+/=", "x".repeat(128)]) {
+      assert.doesNotThrow(() => checkRedisPassword(good), good);
+    }
+  });
+
+  it("refuses a short one, or one with a space, a quote or a newline that redis.conf would split, without quoting it", () => {
+    for (const bad of [
+      "short-password",
+      "with a space in it!",
+      'quote"in-the-password',
+      "line\nbreak-in-the-password",
+      "x".repeat(129),
+    ]) {
+      assert.throws(
+        () => checkRedisPassword(bad),
+        (error: unknown) => {
+          assert.ok(error instanceof ConfigError);
+          assert.equal(
+            error.message,
+            "Invalid config taskfleet:redisPassword (value not shown: it is a secret): must be 16 to 128 characters, each a letter, a digit or one of - _ . ~ + / =.",
+          );
+          return true;
+        },
+      );
+    }
   });
 });
 
@@ -293,6 +476,18 @@ describe("loadConfig", () => {
     await assert.rejects(evaluateStack("dev", { "taskfleet:cluster": "eks" }), {
       message: 'Invalid config taskfleet:cluster = "eks": allowed values are kind, existing, gke.',
     });
+  });
+
+  it("checks a configured Redis password before anything is registered, and never shows it", async () => {
+    await assert.rejects(
+      evaluateStack("dev", { "taskfleet:redisPassword": "too short !" }),
+      (error: unknown) => {
+        assert.ok(error instanceof Error);
+        assert.match(error.message, /^Invalid config taskfleet:redisPassword \(value not shown/);
+        assert.ok(!error.message.includes("too short !"));
+        return true;
+      },
+    );
   });
 
   it("treats an empty token as unset and a configured one as a secret", async () => {

@@ -1,11 +1,20 @@
 import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
 import { before, describe, it } from "node:test";
 import { masterEnv } from "@taskfleet/protocol/master-env";
 import { workerEnv } from "@taskfleet/protocol/worker-env";
 import { loadConfig as loadMasterConfig } from "../../services/master/src/config";
 import { loadConfig as loadWorkerConfig } from "../../services/worker/src/config";
 import { kindCreateScript } from "../cluster/kind";
-import { parseMemory, type TaskfleetConfig, validateConfig } from "../config";
+import {
+  clusterDefaults,
+  parseMemory,
+  redisMaxmemoryBytes,
+  type TaskfleetConfig,
+  validateConfig,
+} from "../config";
 import {
   evaluateStack,
   isSecretOutput,
@@ -21,11 +30,16 @@ import {
   kubernetesModels,
   kubernetesObjects,
   onlyContainer,
+  plainEnv,
   podSpec,
   resourcesOfType,
 } from "../testing/resources";
 
 const Deployment = "kubernetes:apps/v1:Deployment";
+const StatefulSet = "kubernetes:apps/v1:StatefulSet";
+const ConfigMap = "kubernetes:core/v1:ConfigMap";
+const NetworkPolicy = "kubernetes:networking.k8s.io/v1:NetworkPolicy";
+const Instance = "gcp:redis/instance:Instance";
 const Service = "kubernetes:core/v1:Service";
 const Secret = "kubernetes:core/v1:Secret";
 const Hpa = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler";
@@ -56,11 +70,20 @@ for (const stack of stacks) {
     let evaluation: StackEvaluation;
     let master: Json;
     let workers: Json;
+    /** The in-cluster Redis's StatefulSet; undefined with Memorystore. */
+    let redis: Json;
+    /** Every workload's pod template owner: the Deployments, and Redis's StatefulSet. */
+    let workloads: Json[];
 
     before(async () => {
       evaluation = await evaluateStack(stack);
       master = inputs(findResource(evaluation, Deployment, "master"));
       workers = inputs(findResource(evaluation, Deployment, "workers"));
+      redis =
+        config.redis.kind === "inCluster"
+          ? inputs(findResource(evaluation, StatefulSet, "redis"))
+          : undefined;
+      workloads = [master, workers, ...(redis ? [redis] : [])];
     });
 
     it("validates every Kubernetes object against the Kubernetes OpenAPI schema", () => {
@@ -105,7 +128,7 @@ for (const stack of stacks) {
           );
         }
       }
-      for (const deployment of [master, workers]) {
+      for (const deployment of workloads) {
         const podLabels = deployment.spec.template.metadata.labels;
         for (const [key, value] of Object.entries(deployment.spec.selector.matchLabels)) {
           assert.equal(podLabels[key], value, `selector ${key} must match the pod template`);
@@ -119,7 +142,8 @@ for (const stack of stacks) {
     });
 
     it("runs every pod non-root with a read-only root, no escalation, no capabilities and RuntimeDefault seccomp", () => {
-      for (const deployment of [master, workers]) {
+      assert.equal(workloads.length, config.redis.kind === "inCluster" ? 3 : 2);
+      for (const deployment of workloads) {
         const pod = podSpec(deployment);
         assert.equal(pod.securityContext.runAsNonRoot, true);
         assert.ok(pod.securityContext.runAsUser > 0);
@@ -141,6 +165,7 @@ for (const stack of stacks) {
       for (const [deployment, expected] of [
         [master, config.master.resources],
         [workers, config.worker.resources],
+        ...(config.redis.kind === "inCluster" ? [[redis, config.redis.resources] as const] : []),
       ] as const) {
         assert.deepEqual(onlyContainer(deployment).resources, {
           requests: { cpu: expected.cpuRequest, memory: expected.memoryRequest },
@@ -149,10 +174,90 @@ for (const stack of stacks) {
       }
     });
 
-    it("runs exactly one master, replaced by Recreate", () => {
-      assert.equal(master.spec.replicas, 1);
-      assert.equal(master.spec.strategy.type, "Recreate");
+    it("runs the configured masters, by default two on GKE and one locally, each new pod Ready before an old one stops", () => {
+      assert.equal(master.spec.replicas, config.master.replicas);
+      assert.ok(master.spec.replicas >= clusterDefaults[config.cluster].masterReplicas);
+      if (isGke) assert.ok(master.spec.replicas >= 2, "GKE runs a master to spare");
+      assert.deepEqual(master.spec.strategy, {
+        type: "RollingUpdate",
+        rollingUpdate: { maxSurge: 1, maxUnavailable: 0 },
+      });
+      // Several masters share the tasks only through Redis.
+      assert.equal(envOf(onlyContainer(master), "STORE").value, "redis");
     });
+
+    if (config.redis.kind === "inCluster") {
+      const redisConfig = config.redis;
+      it("deploys Redis in the namespace: one pod with a volume, an append-only file and no eviction", () => {
+        assert.deepEqual(resourcesOfType(evaluation, Instance), []);
+        assert.equal(redis.spec.replicas, 1);
+        const container = onlyContainer(redis);
+        assert.equal(container.image, redisConfig.image);
+        const [claim] = redis.spec.volumeClaimTemplates;
+        assert.equal(claim.spec.resources.requests.storage, redisConfig.storageSize);
+        assert.equal(claim.spec.storageClassName, redisConfig.storageClass);
+        const conf = String(
+          inputs(findResource(evaluation, ConfigMap, "redis-config")).data["redis.conf"],
+        );
+        assert.match(conf, /^appendonly yes$/m);
+        assert.match(conf, /^appendfsync everysec$/m);
+        assert.match(conf, /^maxmemory-policy noeviction$/m);
+        const maxmemory = Number(/^maxmemory (\d+)$/m.exec(conf)?.[1]);
+        const limit = parseMemory(redisConfig.resources.memoryLimit);
+        assert.equal(maxmemory, redisMaxmemoryBytes(limit));
+        assert.ok(maxmemory < limit, "maxmemory is below the container's limit");
+      });
+
+      it("points the masters at the Redis Service by its cluster DNS name, with its password from the Secret Redis reads", () => {
+        const service = inputs(findResource(evaluation, Service, "redis"));
+        assert.deepEqual(service.spec.selector, redis.spec.selector.matchLabels);
+        const container = onlyContainer(master);
+        assert.equal(
+          envOf(container, "REDIS_URL").value,
+          `redis://${service.metadata.name}.${config.namespace}.svc.cluster.local:6379/0`,
+        );
+        const password = envOf(onlyContainer(redis), "REDIS_PASSWORD").valueFrom.secretKeyRef;
+        assert.deepEqual(envOf(container, "REDIS_PASSWORD").valueFrom.secretKeyRef, password);
+        assert.equal(plainEnv(container).REDIS_CA_FILE, undefined);
+      });
+    } else {
+      it("deploys Memorystore: STANDARD_HA with a replica, RDB snapshots, AUTH, TLS, no eviction, in the cluster's network", () => {
+        assert.equal(config.cluster, "gke");
+        assert.deepEqual(resourcesOfType(evaluation, StatefulSet), []);
+        const instance = inputs(findResource(evaluation, Instance, "memorystore"));
+        assert.equal(instance.tier, "STANDARD_HA");
+        assert.equal(instance.replicaCount, 1);
+        assert.equal(instance.persistenceConfig.persistenceMode, "RDB");
+        assert.equal(instance.authEnabled, true);
+        assert.equal(instance.transitEncryptionMode, "SERVER_AUTHENTICATION");
+        assert.deepEqual(instance.redisConfigs, { "maxmemory-policy": "noeviction" });
+        assert.equal(
+          instance.authorizedNetwork,
+          `projects/${config.gke?.project}/global/networks/${config.gke?.network}`,
+        );
+        assert.equal(instance.region, config.gke?.region);
+        assert.equal(
+          instance.memorySizeGb,
+          config.redis.kind === "memorystore" && config.redis.sizeGb,
+        );
+      });
+
+      it("points the masters at Memorystore over TLS, with its AUTH string from a Secret and its CA from a ConfigMap", () => {
+        const container = onlyContainer(master);
+        assert.match(envOf(container, "REDIS_URL").value, /^rediss:\/\/[\d.]+:6378\/0$/);
+        const secret = inputs(findResource(evaluation, Secret, "memorystore-password"));
+        assert.deepEqual(envOf(container, "REDIS_PASSWORD").valueFrom.secretKeyRef, {
+          name: secret.metadata.name,
+          key: "password",
+        });
+        const ca = inputs(findResource(evaluation, ConfigMap, "memorystore-ca"));
+        const volume = podSpec(master).volumes.find(
+          (v: Json) => v.configMap?.name === ca.metadata.name,
+        );
+        const mount = container.volumeMounts.find((m: Json) => m.name === volume?.name);
+        assert.equal(envOf(container, "REDIS_CA_FILE").value, `${mount.mountPath}/ca.pem`);
+      });
+    }
 
     it("serves the master on a public port named http and an internal one, probed on the internal one", () => {
       const container = onlyContainer(master);
@@ -167,7 +272,11 @@ for (const stack of stacks) {
     });
 
     it("exposes only the public port through the load balancer, the internal one in the cluster", () => {
-      const services = resourcesOfType(evaluation, Service).map(inputs);
+      const services = resourcesOfType(evaluation, Service)
+        .map(inputs)
+        .filter(
+          (service: Json) => service.metadata.labels["app.kubernetes.io/component"] === "master",
+        );
       assert.deepEqual(
         services.map((service: Json) => [service.spec.type, service.spec.ports]).sort(),
         [
@@ -185,15 +294,41 @@ for (const stack of stacks) {
         ["master", master, masterEnv, loadMasterConfig],
         ["worker", workers, workerEnv, loadWorkerConfig],
       ] as const;
-      for (const [service, deployment, declared, load] of pods) {
-        const env: Record<string, string> = {};
-        for (const entry of onlyContainer(deployment).env) {
-          // Node's own variable: the heap cap.
-          if (entry.name === "NODE_OPTIONS") continue;
-          assert.ok(entry.name in declared, `${service}: ${entry.name} is not a variable it reads`);
-          env[entry.name] = entry.value ?? "a-token-from-the-secret";
+      // Files the pod mounts from ConfigMaps (Memorystore's CA), written out where the env points.
+      const mounted = mkdtempSync(path.join(tmpdir(), "taskfleet-mounts-"));
+      try {
+        for (const [service, deployment, declared, load] of pods) {
+          const env: Record<string, string> = {};
+          const container = onlyContainer(deployment);
+          for (const entry of container.env) {
+            // Node's own variable: the heap cap.
+            if (entry.name === "NODE_OPTIONS") continue;
+            assert.ok(
+              entry.name in declared,
+              `${service}: ${entry.name} is not a variable it reads`,
+            );
+            env[entry.name] = entry.value ?? "a-token-from-the-secret";
+          }
+          for (const mount of container.volumeMounts ?? []) {
+            const volume = podSpec(deployment).volumes.find((v: Json) => v.name === mount.name);
+            if (!volume?.configMap) continue;
+            const configMap = resourcesOfType(evaluation, ConfigMap)
+              .map(inputs)
+              .find((c: Json) => c.metadata.name === volume.configMap.name);
+            assert.ok(configMap, `${service}: mounts a ConfigMap the stack does not declare`);
+            for (const [name, value] of Object.entries(configMap.data)) {
+              mkdirSync(path.join(mounted, mount.name), { recursive: true });
+              const file = path.join(mounted, mount.name, name);
+              writeFileSync(file, String(value));
+              for (const [key, pointed] of Object.entries(env)) {
+                if (pointed === `${mount.mountPath}/${name}`) env[key] = file;
+              }
+            }
+          }
+          assert.doesNotThrow(() => load(env), `${service} refuses the program's environment`);
         }
-        assert.doesNotThrow(() => load(env), `${service} refuses the program's environment`);
+      } finally {
+        rmSync(mounted, { recursive: true, force: true });
       }
     });
 
@@ -209,14 +344,19 @@ for (const stack of stacks) {
       assert.equal(envOf(container, "MAX_ATTEMPTS").value, String(config.maxAttempts));
       assert.equal(envOf(container, "RESULT_TTL_SECONDS").value, String(config.resultTtlSeconds));
       assert.equal(envOf(container, "LOG_LEVEL").value, config.logLevel);
-      // Heap cap and task budget are shares of the memory limit: the master refuses work first.
+      // The heap is capped below the pod's limit; the task budget is a share of what Redis may
+      // hold, so submissions are refused before Redis refuses writes.
       const limit = parseMemory(config.master.resources.memoryLimit);
       const heapMiB = Number(
         /^--max-old-space-size=(\d+)$/.exec(envOf(container, "NODE_OPTIONS").value)?.[1],
       );
       const budget = Number(envOf(container, "MEMORY_BUDGET_BYTES").value);
       assert.ok(heapMiB * 2 ** 20 < limit, "the heap is capped below the pod's limit");
-      assert.ok(budget > 0 && budget < heapMiB * 2 ** 20, "the task budget fits in the heap");
+      const redisData =
+        config.redis.kind === "memorystore"
+          ? config.redis.sizeGb * 2 ** 30
+          : redisMaxmemoryBytes(parseMemory(config.redis.resources.memoryLimit));
+      assert.ok(budget > 0 && budget < redisData, "the task budget fits in Redis's memory");
       // The service listens on loopback only when it has no API token; a pod must be reachable.
       assert.equal(envOf(container, "HOST").value, "0.0.0.0");
     });
@@ -249,10 +389,13 @@ for (const stack of stacks) {
       assert.deepEqual(service.spec.selector, master.spec.selector.matchLabels);
     });
 
-    it("has no PodDisruptionBudget that could never be met (it would block every node drain)", () => {
-      const deployments = resourcesOfType(evaluation, Deployment).map(inputs);
+    it("has no PodDisruptionBudget that could never be met (it would block every node drain), nor one that protects nothing", () => {
+      const owners = [
+        ...resourcesOfType(evaluation, Deployment),
+        ...resourcesOfType(evaluation, StatefulSet),
+      ].map(inputs);
       for (const pdb of resourcesOfType(evaluation, Pdb).map(inputs)) {
-        const selected = deployments.filter((d: Json) =>
+        const selected = owners.filter((d: Json) =>
           Object.entries(pdb.spec.selector.matchLabels).every(
             ([key, value]) => d.spec.template.metadata.labels[key] === value,
           ),
@@ -261,16 +404,29 @@ for (const stack of stacks) {
         const allowed =
           pdb.spec.minAvailable !== undefined
             ? replicas - Number(pdb.spec.minAvailable)
-            : Number(pdb.spec.maxUnavailable);
+            : Math.min(Number(pdb.spec.maxUnavailable), replicas);
         assert.ok(allowed >= 1, `PodDisruptionBudget ${pdb.metadata.name} allows no disruption`);
+        assert.ok(
+          allowed < replicas,
+          `PodDisruptionBudget ${pdb.metadata.name} lets all ${replicas} of its pods go at once`,
+        );
+      }
+    });
+
+    it("keeps all masters but one through a drain when it runs two or more, and has no budget for one", () => {
+      const budgets = resourcesOfType(evaluation, Pdb);
+      if (config.master.replicas >= 2) {
+        const pdb = inputs(findResource(evaluation, Pdb, "master"));
+        assert.deepEqual(pdb.spec.selector.matchLabels, master.spec.selector.matchLabels);
+        assert.equal(pdb.spec.maxUnavailable, 1);
+        assert.equal(budgets.length, 1, "Redis's single pod has no budget");
+      } else {
+        assert.deepEqual(budgets, []);
       }
     });
 
     it("lets clients into the master's public port, only workers and scrapers into its internal one, and workers out only to it and DNS", () => {
-      const policies = resourcesOfType(
-        evaluation,
-        "kubernetes:networking.k8s.io/v1:NetworkPolicy",
-      ).map(inputs);
+      const policies = resourcesOfType(evaluation, NetworkPolicy).map(inputs);
       const denyAll = policies.find((p: Json) => Object.keys(p.spec.podSelector).length === 0);
       assert.deepEqual(denyAll?.spec.policyTypes, ["Ingress", "Egress"]);
       const masterPods = master.spec.template.metadata.labels;
@@ -295,7 +451,11 @@ for (const stack of stacks) {
           ports: [{ protocol: "TCP", port: internalPort }],
         },
       ]);
-      assert.deepEqual(rules(masterPods, "egress"), []);
+      assert.deepEqual(
+        rules(masterPods, "egress").map((rule: Json) => rule.ports.map((p: Json) => p.port)),
+        [[config.redis.kind === "inCluster" ? 6379 : 6378], [53, 53]],
+        "masters reach Redis and the DNS only",
+      );
       assert.deepEqual(rules(workerPods, "ingress"), []);
       const egress = rules(workerPods, "egress");
       assert.equal(egress.length, 2);
@@ -307,6 +467,37 @@ for (const stack of stacks) {
         egress[1].ports.map((p: Json) => p.port),
         [53, 53],
       );
+    });
+
+    it("lets only the masters reach Redis, and the masters nothing else but DNS", () => {
+      const policies = resourcesOfType(evaluation, NetworkPolicy).map(inputs);
+      const masterPeer = { podSelector: { matchLabels: master.spec.selector.matchLabels } };
+      const egress = policies.find(
+        (p: Json) =>
+          JSON.stringify(p.spec.podSelector.matchLabels) ===
+            JSON.stringify(master.spec.selector.matchLabels) && p.spec.policyTypes[0] === "Egress",
+      );
+      if (redis) {
+        const redisPods = redis.spec.template.metadata.labels;
+        const ingress = policies.filter((p: Json) =>
+          Object.entries(p.spec.podSelector.matchLabels ?? {}).every(
+            ([k, v]) => redisPods[k] === v,
+          ),
+        );
+        // The default deny, and the one policy that opens Redis's port to the masters.
+        assert.deepEqual(
+          ingress.flatMap((p: Json) => p.spec.ingress ?? []),
+          [{ from: [masterPeer], ports: [{ protocol: "TCP", port: 6379 }] }],
+        );
+        assert.deepEqual(egress.spec.egress[0].to, [
+          { podSelector: { matchLabels: redis.spec.selector.matchLabels } },
+        ]);
+      } else {
+        const host = /^rediss:\/\/([\d.]+):/.exec(
+          envOf(onlyContainer(master), "REDIS_URL").value,
+        )?.[1];
+        assert.deepEqual(egress.spec.egress[0].to, [{ ipBlock: { cidr: `${host}/32` } }]);
+      }
     });
 
     it("opens the master's load balancer to the configured sources only", () => {

@@ -31,6 +31,7 @@ export interface RecordedResource {
 /** Resource options that change what the engine does with a resource. */
 export interface RecordedOptions {
   protect: boolean;
+  deleteBeforeReplace: boolean;
   ignoreChanges: string[];
   additionalSecretOutputs: string[];
 }
@@ -238,6 +239,20 @@ function mockState(
   if (type === "gcp:serviceaccount/account:Account") {
     return { ...inputs, email: `${inputs.accountId}@${inputs.project}.iam.gserviceaccount.com` };
   }
+  if (type === "gcp:redis/instance:Instance") {
+    // What Memorystore assigns: an address in the VPC, the TLS port, an AUTH string, its own CA.
+    return {
+      ...inputs,
+      host: "198.51.100.20",
+      port: inputs.transitEncryptionMode === "SERVER_AUTHENTICATION" ? 6378 : 6379,
+      authString: `auth-string-of-${name}-${hash.slice(0, 24)}`,
+      serverCaCerts: [
+        {
+          cert: `-----BEGIN CERTIFICATE-----\nCA of ${name}\n-----END CERTIFICATE-----\n`,
+        },
+      ],
+    };
+  }
   if (type === "gcp:container/cluster:Cluster") {
     return {
       ...inputs,
@@ -278,6 +293,7 @@ interface MonitorWithRegister {
       getName(): string;
       getDependenciesList(): string[];
       getProtect(): boolean | undefined;
+      getDeletebeforereplace(): boolean | undefined;
       getIgnorechangesList(): string[];
       getAdditionalsecretoutputsList(): string[];
     },
@@ -310,6 +326,7 @@ function recordRegistrations(into: Map<string, Registration>): void {
       dependsOn: names,
       options: {
         protect: request.getProtect() === true,
+        deleteBeforeReplace: request.getDeletebeforereplace() === true,
         ignoreChanges: request.getIgnorechangesList(),
         additionalSecretOutputs: request.getAdditionalsecretoutputsList(),
       },
@@ -348,7 +365,12 @@ export function createRecordingMocks(): RecordingMocks {
           name: args.name,
           inputs,
           dependsOn: [],
-          options: { protect: false, ignoreChanges: [], additionalSecretOutputs: [] },
+          options: {
+            protect: false,
+            deleteBeforeReplace: false,
+            ignoreChanges: [],
+            additionalSecretOutputs: [],
+          },
         });
       }
       return { id: `${args.name}-id`, state: mockState(args.type, args.name, inputs) };

@@ -1,8 +1,8 @@
-import { Deployment } from "kubernetes-models/apps/v1";
+import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
-import { Namespace, Secret, Service } from "kubernetes-models/v1";
+import { ConfigMap, Namespace, Secret, Service } from "kubernetes-models/v1";
 import type { RecordedResource, StackEvaluation } from "./harness";
 
 /** A stack's evaluation, or a component's (`evaluateComponent`): what the lookups below read. */
@@ -46,8 +46,10 @@ const model =
 export const kubernetesModels: Record<string, Validate> = {
   "kubernetes:core/v1:Namespace": model(Namespace),
   "kubernetes:core/v1:Secret": model(Secret),
+  "kubernetes:core/v1:ConfigMap": model(ConfigMap),
   "kubernetes:core/v1:Service": model(Service),
   "kubernetes:apps/v1:Deployment": model(Deployment),
+  "kubernetes:apps/v1:StatefulSet": model(StatefulSet),
   "kubernetes:autoscaling/v2:HorizontalPodAutoscaler": model(HorizontalPodAutoscaler),
   "kubernetes:policy/v1:PodDisruptionBudget": model(PodDisruptionBudget),
   "kubernetes:networking.k8s.io/v1:NetworkPolicy": model(NetworkPolicy),

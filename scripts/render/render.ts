@@ -152,6 +152,8 @@ function redactSecretObject(
     redacted[field] = Object.fromEntries(
       Object.entries(values).map(([key, value]) => {
         for (const leaf of stringLeaves(value)) {
+          // Already redacted as a credential (a `password` key) is not a value to look for.
+          if (leaf === secretPlaceholder) continue;
           found.add(leaf);
           if (field === "data") found.add(Buffer.from(leaf, "base64").toString("utf8"));
         }

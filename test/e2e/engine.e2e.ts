@@ -11,10 +11,46 @@ import { after, before, describe, it } from "node:test";
 import { clusterMode, type E2eEnvironment, type PreviewStep, setUp } from "./engine";
 
 const Deployment = "kubernetes:apps/v1:Deployment";
+const StatefulSet = "kubernetes:apps/v1:StatefulSet";
+const Secret = "kubernetes:core/v1:Secret";
 const Hpa = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler";
 
 /** The stack's own settings: small, and distinct from the defaults so a change is visible. */
 const workerMaxReplicas = 3;
+/** Two masters (an existing cluster's default is one): a rolling update and a budget to hold. */
+const masterReplicas = 2;
+
+/**
+ * The toolchain's cluster has no volume provisioner: a class whose volumes are made by hand, and
+ * one volume for Redis's claim. kwok mounts nothing, so the path is never touched.
+ */
+const staticStorageClass = "taskfleet-e2e-static";
+const staticStorage = [
+  {
+    apiVersion: "storage.k8s.io/v1",
+    kind: "StorageClass",
+    metadata: { name: staticStorageClass },
+    provisioner: "kubernetes.io/no-provisioner",
+    volumeBindingMode: "Immediate",
+  },
+  {
+    apiVersion: "v1",
+    kind: "PersistentVolume",
+    metadata: { name: "taskfleet-e2e-redis" },
+    spec: {
+      storageClassName: staticStorageClass,
+      capacity: { storage: "1Gi" },
+      accessModes: ["ReadWriteOnce"],
+      persistentVolumeReclaimPolicy: "Retain",
+      hostPath: { path: "/var/lib/taskfleet-e2e/redis" },
+    },
+  },
+];
+
+/** A Redis password as `pulumi config set --secret` takes it: long, no character redis.conf splits. */
+function redisPassword(): string {
+  return randomBytes(24).toString("base64url");
+}
 
 /** `op type::name`, sorted: what a reviewer reads in a preview. */
 function summary(steps: PreviewStep[]): string[] {
@@ -26,24 +62,34 @@ describe("the real engine against a real API server", () => {
   let failed = false;
 
   before(() => {
-    const settings = { "taskfleet:workerMaxReplicas": String(workerMaxReplicas) };
+    const settings = {
+      "taskfleet:workerMaxReplicas": String(workerMaxReplicas),
+      "taskfleet:masterReplicas": String(masterReplicas),
+    };
     if (clusterMode === "kind") {
+      // kind's default StorageClass provisions Redis's volume.
       e2e = setUp(settings);
       return;
     }
     // The toolchain has no image, random or command provider (see toolchainPluginPackages): the
-    // images are given (kwok runs no containers, so they need not exist) and the tokens are set.
+    // images are given (kwok runs no containers, so they need not exist), the tokens and Redis's
+    // password are set, and Redis's volume is made by hand.
     e2e = setUp(
       {
         ...settings,
         "taskfleet:masterImage": "taskfleet-e2e/master:1",
         "taskfleet:workerImage": "taskfleet-e2e/worker:1",
+        "taskfleet:redisStorageClass": staticStorageClass,
       },
       {
         "taskfleet:apiToken": randomBytes(24).toString("base64url"),
         "taskfleet:workerToken": randomBytes(24).toString("base64url"),
+        "taskfleet:redisPassword": redisPassword(),
       },
     );
+    e2e.kubectl(["apply", "-f", "-"], {
+      input: JSON.stringify({ apiVersion: "v1", kind: "List", items: staticStorage }),
+    });
   });
   after(() => e2e?.tearDown());
 
@@ -71,10 +117,19 @@ describe("the real engine against a real API server", () => {
     const types = summary(steps).map((line) => line.replace(/^create /, "").replace(/::.*/, ""));
     for (const [type, count] of [
       ["kubernetes:core/v1:Namespace", 1],
-      ["kubernetes:core/v1:Secret", 1],
+      // The tokens, and Redis's password.
+      [Secret, 2],
+      // redis.conf.
+      ["kubernetes:core/v1:ConfigMap", 1],
       [Deployment, 2],
-      ["kubernetes:core/v1:Service", 2],
+      [StatefulSet, 1],
+      // The master's two, and Redis's.
+      ["kubernetes:core/v1:Service", 3],
       [Hpa, 1],
+      // Two masters: one budget, for them.
+      ["kubernetes:policy/v1:PodDisruptionBudget", 1],
+      // Default deny; master in and out; workers out; Redis in.
+      ["kubernetes:networking.k8s.io/v1:NetworkPolicy", 5],
       ["pulumi:providers:kubernetes", 1],
     ] as const) {
       assert.equal(
@@ -85,34 +140,114 @@ describe("the real engine against a real API server", () => {
     }
   });
 
-  step("pulumi up creates it: Deployments Available, pods admitted under restricted", () => {
-    e2e.pulumi(["up", "--yes", "--skip-preview", "--stack", e2e.stack]);
-    e2e.kubectl([
-      "-n",
-      e2e.namespace,
-      "wait",
-      "deployment",
-      "--all",
-      "--for=condition=Available",
-      "--timeout=180s",
-    ]);
-    const deployments = json(["-n", e2e.namespace, "get", "deployments"]).items;
-    assert.deepEqual(
-      deployments
-        .map(
-          (d: { metadata: { labels: Record<string, string> } }) =>
-            d.metadata.labels["app.kubernetes.io/component"],
-        )
-        .sort(),
-      ["master", "worker"],
-    );
-    const namespace = json(["get", "namespace", e2e.namespace]);
-    assert.equal(namespace.metadata.labels["pod-security.kubernetes.io/enforce"], "restricted");
-    const pods = json(["-n", e2e.namespace, "get", "pods"]).items;
-    assert.ok(pods.length >= 2, `${pods.length} pods`);
-    for (const pod of pods) {
-      assert.equal(pod.status.phase, "Running", pod.metadata.name);
+  step(
+    "pulumi up creates it: Deployments Available, Redis Ready on its volume, pods admitted under restricted",
+    () => {
+      e2e.pulumi(["up", "--yes", "--skip-preview", "--stack", e2e.stack]);
+      e2e.kubectl([
+        "-n",
+        e2e.namespace,
+        "wait",
+        "deployment",
+        "--all",
+        "--for=condition=Available",
+        "--timeout=180s",
+      ]);
+      e2e.kubectl([
+        "-n",
+        e2e.namespace,
+        "wait",
+        "statefulset",
+        "--all",
+        "--for=jsonpath={.status.readyReplicas}=1",
+        "--timeout=180s",
+      ]);
+      const [claim, ...otherClaims] = json(["-n", e2e.namespace, "get", "pvc"]).items;
+      assert.deepEqual(otherClaims, []);
+      assert.equal(claim.status.phase, "Bound", JSON.stringify(claim.status));
+      if (e2e.mode === "toolchain") {
+        assert.equal(claim.spec.storageClassName, staticStorageClass);
+        assert.equal(claim.spec.volumeName, "taskfleet-e2e-redis");
+      }
+      const deployments = json(["-n", e2e.namespace, "get", "deployments"]).items;
+      assert.deepEqual(
+        deployments
+          .map(
+            (d: { metadata: { labels: Record<string, string> } }) =>
+              d.metadata.labels["app.kubernetes.io/component"],
+          )
+          .sort(),
+        ["master", "worker"],
+      );
+      const namespace = json(["get", "namespace", e2e.namespace]);
+      assert.equal(namespace.metadata.labels["pod-security.kubernetes.io/enforce"], "restricted");
+      const pods = json(["-n", e2e.namespace, "get", "pods"]).items;
+      // Two masters, at least one worker, Redis.
+      assert.ok(pods.length >= masterReplicas + 2, `${pods.length} pods`);
+      for (const pod of pods) {
+        assert.equal(pod.status.phase, "Running", pod.metadata.name);
+      }
+    },
+  );
+
+  step(
+    "the masters: the configured replicas, rolled one at a time, under a budget that lets one go",
+    () => {
+      const master = json([
+        "-n",
+        e2e.namespace,
+        "get",
+        "deployments",
+        "-l",
+        "app.kubernetes.io/component=master",
+      ]).items[0];
+      assert.equal(master.spec.replicas, masterReplicas);
+      assert.equal(master.status.readyReplicas, masterReplicas);
+      assert.equal(master.spec.strategy.type, "RollingUpdate");
+      assert.deepEqual(master.spec.strategy.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 });
+      const env = master.spec.template.spec.containers[0].env as {
+        name: string;
+        value?: string;
+      }[];
+      assert.equal(env.find((e) => e.name === "STORE")?.value, "redis");
+      assert.match(
+        env.find((e) => e.name === "REDIS_URL")?.value ?? "",
+        new RegExp(`^redis://redis-[a-z0-9]+\\.${e2e.namespace}\\.svc\\.cluster\\.local:6379/0$`),
+      );
+      // The disruption controller's own reckoning: with both masters Ready, one may go.
+      e2e.kubectl([
+        "-n",
+        e2e.namespace,
+        "wait",
+        "pdb",
+        "--all",
+        "--for=jsonpath={.status.disruptionsAllowed}=1",
+        "--timeout=60s",
+      ]);
+      const [pdb, ...others] = json(["-n", e2e.namespace, "get", "pdb"]).items;
+      assert.deepEqual(others, []);
+      assert.equal(pdb.spec.maxUnavailable, 1);
+      assert.equal(pdb.status.expectedPods, masterReplicas);
+    },
+  );
+
+  step("Redis gets its password only by secretKeyRef, and only the masters may reach it", () => {
+    const [redis] = json(["-n", e2e.namespace, "get", "statefulsets"]).items;
+    const container = redis.spec.template.spec.containers[0];
+    for (const entry of container.env as { name: string; value?: string }[]) {
+      assert.equal(entry.value, undefined, `${entry.name} is a plain value`);
     }
+    assert.equal(redis.spec.template.spec.securityContext.runAsUser, 999);
+    const policies = json(["-n", e2e.namespace, "get", "networkpolicies"]).items;
+    const ingress = policies.filter(
+      (p: { spec: { podSelector: { matchLabels?: Record<string, string> } } }) =>
+        p.spec.podSelector.matchLabels?.["app.kubernetes.io/name"] === "taskfleet-redis",
+    );
+    assert.equal(ingress.length, 1);
+    assert.deepEqual(
+      ingress[0].spec.ingress[0].from[0].podSelector.matchLabels["app.kubernetes.io/name"],
+      "taskfleet-master",
+    );
   });
 
   step("the namespace enforces restricted: a privileged pod is refused by the API server", () => {
@@ -144,7 +279,7 @@ describe("the real engine against a real API server", () => {
           [s.spec.type, ...s.spec.ports.map((p) => p.targetPort)].join(" "),
         )
         .sort(),
-      ["ClusterIP internal", "LoadBalancer http"],
+      ["ClusterIP internal", "ClusterIP redis", "LoadBalancer http"],
     );
     const service = services.find(
       (s: { spec: { type: string } }) => s.spec.type === "LoadBalancer",
@@ -174,9 +309,18 @@ describe("the real engine against a real API server", () => {
       e2e.pulumi(["stack", "output", "apiToken", "--show-secrets", "--json", "--stack", e2e.stack])
         .stdout,
     ) as string;
-    const [secret] = json(["-n", e2e.namespace, "get", "secrets"]).items;
-    const values = Object.values(secret.data as Record<string, string>).map((v) =>
-      Buffer.from(v, "base64").toString("utf8"),
+    // The tokens' Secret and Redis's password's.
+    const secrets = json([
+      "-n",
+      e2e.namespace,
+      "get",
+      "secrets",
+      "-l",
+      "app.kubernetes.io/part-of=taskfleet",
+    ]).items as { data: Record<string, string> }[];
+    assert.equal(secrets.length, 2);
+    const values = secrets.flatMap((secret) =>
+      Object.values(secret.data).map((v) => Buffer.from(v, "base64").toString("utf8")),
     );
     assert.ok(values.includes(apiToken));
     const state = e2e.pulumi(["stack", "export", "--stack", e2e.stack]).stdout;
@@ -262,13 +406,67 @@ describe("the real engine against a real API server", () => {
     assert.equal(hpa.spec.maxReplicas, workerMaxReplicas + 2);
   });
 
+  step(
+    "a new Redis password restarts Redis and rolls the masters onto it, and changes nothing else",
+    () => {
+      const secretName = (component: string) => {
+        const items = json([
+          "-n",
+          e2e.namespace,
+          "get",
+          component === "redis" ? "statefulsets" : "deployments",
+          "-l",
+          `app.kubernetes.io/component=${component}`,
+        ]).items;
+        const env = items[0].spec.template.spec.containers[0].env as {
+          name: string;
+          valueFrom?: { secretKeyRef?: { name: string } };
+        }[];
+        return env.find((e) => e.name === "REDIS_PASSWORD")?.valueFrom?.secretKeyRef?.name;
+      };
+      const before = secretName("redis");
+      assert.equal(secretName("master"), before);
+      e2e.pulumi([
+        "config",
+        "set",
+        "--secret",
+        "taskfleet:redisPassword",
+        redisPassword(),
+        "--stack",
+        e2e.stack,
+      ]);
+      const changed = new Set(
+        e2e
+          .previewChanges()
+          .filter((s) => s.type.startsWith("kubernetes:"))
+          .map((s) => `${s.type}::${s.name}`),
+      );
+      assert.deepEqual([...changed].sort(), [
+        `${Deployment}::master`,
+        `${StatefulSet}::redis`,
+        `${Secret}::redis-password`,
+      ]);
+      e2e.pulumi(["up", "--yes", "--skip-preview", "--stack", e2e.stack]);
+      for (const kind of ["statefulset", "deployment"]) {
+        e2e.kubectl(["-n", e2e.namespace, "rollout", "status", kind, "--timeout=180s"]);
+      }
+      const after = secretName("redis");
+      assert.notEqual(after, before, "the password's Secret has a new name");
+      assert.equal(secretName("master"), after, "the masters read the new Secret");
+      const gone = e2e.kubectl(["-n", e2e.namespace, "get", "secret", before as string], {
+        allowFailure: true,
+      });
+      assert.notEqual(gone.status, 0, "the old Secret is deleted");
+    },
+  );
+
   step("pulumi destroy leaves nothing of the stack in the cluster", () => {
     e2e.pulumi(["destroy", "--yes", "--skip-preview", "--stack", e2e.stack]);
     const namespace = e2e.kubectl(["get", "namespace", e2e.namespace], { allowFailure: true });
     assert.notEqual(namespace.status, 0, "the namespace is gone");
     const left = json([
       "get",
-      "all,secrets,hpa",
+      "all,secrets,configmaps,pvc,pdb,networkpolicies,hpa",
       "--all-namespaces",
       "-l",
       "app.kubernetes.io/part-of=taskfleet",

@@ -64,6 +64,9 @@ describe("npm run render", () => {
     assert.deepEqual(kinds, [
       "Namespace",
       "Secret",
+      "Secret",
+      "ConfigMap",
+      "NetworkPolicy",
       "NetworkPolicy",
       "NetworkPolicy",
       "NetworkPolicy",
@@ -72,6 +75,7 @@ describe("npm run render", () => {
       "Service",
       "Service",
       "HorizontalPodAutoscaler",
+      "PodDisruptionBudget",
     ]);
   });
 

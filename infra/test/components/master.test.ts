@@ -7,6 +7,7 @@ import { describe, it } from "node:test";
 import * as pulumi from "@pulumi/pulumi";
 import type { DeployableImage } from "../../images";
 import { Master, type MasterArgs } from "../../master";
+import type { RedisConnection } from "../../redis";
 import { type ComponentEvaluation, evaluateComponent, promiseOf } from "../../testing/harness";
 import {
   envOf,
@@ -20,6 +21,7 @@ import {
 const Deployment = "kubernetes:apps/v1:Deployment";
 const Service = "kubernetes:core/v1:Service";
 const Secret = "kubernetes:core/v1:Secret";
+const Pdb = "kubernetes:policy/v1:PodDisruptionBudget";
 
 const mebibyte = 2 ** 20;
 const imageRef = `registry.example/taskfleet/master@sha256:${"ab".repeat(32)}`;
@@ -35,10 +37,27 @@ function image(): DeployableImage {
   };
 }
 
+const redisUrl = "redis://redis-abc.fleet.svc.cluster.local:6379/0";
+
+/** A Redis as the master sees it: a URL, a Secret, and for TLS a CA ConfigMap. */
+function redis(overrides: Partial<RedisConnection> = {}): RedisConnection {
+  return {
+    url: pulumi.output(redisUrl),
+    passwordSecretName: pulumi.output("redis-password-0123"),
+    caConfigMapName: undefined,
+    peer: { kind: "pods", selector: { app: "redis" }, port: 6379 },
+    ready: [],
+    dataBytes: 256 * mebibyte,
+    ...overrides,
+  };
+}
+
 function args(overrides: Partial<MasterArgs> = {}): MasterArgs {
   return {
     namespace: pulumi.output("fleet"),
     image: image(),
+    replicas: 1,
+    redis: redis(),
     apiToken: pulumi.secret(apiToken),
     workerToken: pulumi.secret(workerToken),
     leaseSeconds: 45,
@@ -71,10 +90,12 @@ describe("Master", () => {
       MAX_ATTEMPTS: "5",
       RESULT_TTL_SECONDS: "7200",
       SHUTDOWN_GRACE_SECONDS: "25",
-      // 512Mi limit: 128Mi outside the heap, and 160Mi of the heap for requests being parsed.
-      MEMORY_BUDGET_BYTES: String(224 * mebibyte),
+      // Half of the 256Mi Redis holds: the rest is for retained results and Redis's overhead.
+      MEMORY_BUDGET_BYTES: String(128 * mebibyte),
       NODE_OPTIONS: "--max-old-space-size=384",
       LOG_LEVEL: "debug",
+      STORE: "redis",
+      REDIS_URL: redisUrl,
     });
     assert.equal(deployment.spec.template.spec.terminationGracePeriodSeconds, 25 + 15);
     assert.equal(container.image, imageRef);
@@ -86,13 +107,90 @@ describe("Master", () => {
     assert.equal(deployment.metadata.namespace, "fleet");
   });
 
-  it("sizes the heap and the task budget from the memory limit it is given", async () => {
+  it("runs the configured number of masters, rolled one new pod at a time, each Ready before an old one stops", async () => {
+    for (const replicas of [1, 3]) {
+      const deployment = inputs(findResource(await master({ replicas }), Deployment, "master"));
+      assert.equal(deployment.spec.replicas, replicas);
+      assert.deepEqual(deployment.spec.strategy, {
+        type: "RollingUpdate",
+        rollingUpdate: { maxSurge: 1, maxUnavailable: 0 },
+      });
+    }
+  });
+
+  it("keeps all masters but one through a drain when it runs two or more, and declares no budget for a single one", async () => {
+    assert.deepEqual(resourcesOfType(await master({ replicas: 1 }), Pdb), []);
+    const evaluation = await master({ replicas: 2 });
+    const pdb = inputs(findResource(evaluation, Pdb, "master"));
+    const deployment = inputs(findResource(evaluation, Deployment, "master"));
+    assert.deepEqual(pdb.spec, {
+      maxUnavailable: 1,
+      selector: { matchLabels: deployment.spec.selector.matchLabels },
+    });
+    assert.equal(pdb.metadata.namespace, "fleet");
+  });
+
+  it("keeps the tasks in the Redis it is given, its password only by secretKeyRef, and mounts no CA for plain redis://", async () => {
+    const evaluation = await master();
+    const deployment = inputs(findResource(evaluation, Deployment, "master"));
+    const container = onlyContainer(deployment);
+    assert.equal(envOf(container, "STORE").value, "redis");
+    assert.equal(envOf(container, "REDIS_URL").value, redisUrl);
+    assert.deepEqual(envOf(container, "REDIS_PASSWORD"), {
+      name: "REDIS_PASSWORD",
+      valueFrom: { secretKeyRef: { name: "redis-password-0123", key: "password" } },
+    });
+    assert.equal(plainEnv(container).REDIS_CA_FILE, undefined);
+    assert.deepEqual(
+      deployment.spec.template.spec.volumes.map((v: { name: string }) => v.name),
+      ["tmp"],
+    );
+  });
+
+  it("points REDIS_CA_FILE at the CA ConfigMap it mounts, for a TLS Redis", async () => {
+    const evaluation = await master({
+      redis: redis({
+        url: pulumi.output("rediss://10.1.2.3:6378/0"),
+        caConfigMapName: pulumi.output("memorystore-ca-0123"),
+      }),
+    });
+    const deployment = inputs(findResource(evaluation, Deployment, "master"));
+    const container = onlyContainer(deployment);
+    assert.equal(envOf(container, "REDIS_URL").value, "rediss://10.1.2.3:6378/0");
+    const file = envOf(container, "REDIS_CA_FILE").value;
+    const volume = deployment.spec.template.spec.volumes.find(
+      (v: { configMap?: { name: string } }) => v.configMap?.name === "memorystore-ca-0123",
+    );
+    assert.ok(volume, "the CA ConfigMap is a volume of the pod");
+    const mount = container.volumeMounts.find((m: { name: string }) => m.name === volume.name);
+    assert.equal(mount.readOnly, true);
+    assert.equal(file, `${mount.mountPath}/ca.pem`);
+  });
+
+  it("waits for Redis before it creates the masters", async () => {
+    // A stand-in for Redis's StatefulSet or Memorystore's instance.
+    class Redis extends pulumi.CustomResource {
+      constructor(name: string) {
+        super("test:index:Redis", name, {});
+      }
+    }
+    const ready = new Redis("the-redis");
+    const evaluation = await master({ redis: redis({ ready: [ready] }) });
+    assert.ok(
+      findResource(evaluation, Deployment, "master").dependsOn.includes(
+        "test:index:Redis::the-redis",
+      ),
+    );
+  });
+
+  it("sizes the heap from its memory limit and the task budget from Redis's memory", async () => {
     const evaluation = await master({
       resources: { cpuRequest: "1", cpuLimit: "2", memoryRequest: "768Mi", memoryLimit: "1Gi" },
+      redis: redis({ dataBytes: 2 * 2 ** 30 }),
     });
     const container = onlyContainer(inputs(findResource(evaluation, Deployment, "master")));
     assert.equal(envOf(container, "NODE_OPTIONS").value, "--max-old-space-size=896");
-    assert.equal(envOf(container, "MEMORY_BUDGET_BYTES").value, String(736 * mebibyte));
+    assert.equal(envOf(container, "MEMORY_BUDGET_BYTES").value, String(1024 * mebibyte));
   });
 
   it("states the image's accepted manifest findings on the Deployment, after its own", async () => {

@@ -13,6 +13,7 @@ const NetworkPolicy = "kubernetes:networking.k8s.io/v1:NetworkPolicy";
 
 const masterSelector = { "app.kubernetes.io/name": "taskfleet-master", tier: "m" };
 const workerSelector = { "app.kubernetes.io/name": "taskfleet-worker", tier: "w" };
+const redisSelector = { "app.kubernetes.io/name": "taskfleet-redis", tier: "r" };
 const masterPeer = { podSelector: { matchLabels: masterSelector } };
 const workerPeer = { podSelector: { matchLabels: workerSelector } };
 
@@ -26,6 +27,7 @@ function args(overrides: Partial<NetworkPoliciesArgs> = {}): NetworkPoliciesArgs
     masterSelector,
     workerSelector,
     metricsNamespaces: ["monitoring", "gmp-system"],
+    redis: { kind: "pods", selector: redisSelector, port: 6379 },
     ...overrides,
   };
 }
@@ -41,12 +43,14 @@ function policy(evaluation: ComponentEvaluation<unknown>, name: string): Json {
 }
 
 describe("NetworkPolicies", () => {
-  it("declares exactly a default deny, the master's ingress and the workers' egress, in the namespace", async () => {
+  it("declares exactly a default deny, the master's ingress and egress, Redis's ingress and the workers' egress, in the namespace", async () => {
     const evaluation = await policies();
     const declared = resourcesOfType(evaluation, NetworkPolicy);
     assert.deepEqual(declared.map((r) => r.name).sort(), [
       "network-default-deny",
+      "network-master-egress",
       "network-master-ingress",
+      "network-redis-ingress",
       "network-worker-egress",
     ]);
     assert.equal(evaluation.resources.length, declared.length, "nothing but NetworkPolicies");
@@ -95,6 +99,59 @@ describe("NetworkPolicies", () => {
           { protocol: "TCP", port: 53 },
         ],
       },
+    ]);
+  });
+
+  const dns = {
+    to: [namespacePeer("kube-system")],
+    ports: [
+      { protocol: "UDP", port: 53 },
+      { protocol: "TCP", port: 53 },
+    ],
+  };
+
+  it("lets Redis pods in the namespace be reached by the masters alone, on Redis's port", async () => {
+    const ingress = policy(await policies(), "network-redis-ingress");
+    assert.deepEqual(ingress.spec, {
+      podSelector: { matchLabels: redisSelector },
+      policyTypes: ["Ingress"],
+      ingress: [{ from: [masterPeer], ports: [{ protocol: "TCP", port: 6379 }] }],
+    });
+  });
+
+  it("lets the masters out only to the Redis pods and to the cluster DNS", async () => {
+    const egress = policy(await policies(), "network-master-egress");
+    assert.deepEqual(egress.spec, {
+      podSelector: { matchLabels: masterSelector },
+      policyTypes: ["Egress"],
+      egress: [
+        {
+          to: [{ podSelector: { matchLabels: redisSelector } }],
+          ports: [{ protocol: "TCP", port: 6379 }],
+        },
+        dns,
+      ],
+    });
+  });
+
+  it("lets the masters out to a Memorystore instance by its one address and port, and declares no Redis ingress", async () => {
+    const evaluation = await policies({
+      redis: { kind: "address", host: pulumi.output("10.20.30.40"), port: pulumi.output(6378) },
+    });
+    assert.deepEqual(
+      resourcesOfType(evaluation, NetworkPolicy)
+        .map((r) => r.name)
+        .sort(),
+      [
+        "network-default-deny",
+        "network-master-egress",
+        "network-master-ingress",
+        "network-worker-egress",
+      ],
+    );
+    assert.deepEqual(policy(evaluation, "network-master-egress").spec.egress, [
+      { to: [{ ipBlock: { cidr: "10.20.30.40/32" } }], ports: [{ protocol: "TCP", port: 6378 }] },
+      dns,
     ]);
   });
 });
