@@ -10,6 +10,7 @@ import {
   type TestRedis,
 } from "../../services/master/test/redis-server.js";
 import { LoadBalancer } from "../integration/load-balancer.js";
+import { mapLimited } from "../map-limited.js";
 import { ContainerFleet, freeLocalPort, removeLeftovers, runPrefix } from "./containers.js";
 import {
   type BuiltImage,
@@ -19,7 +20,7 @@ import {
   startWorker,
 } from "./deployment.js";
 import { connectEngine } from "./engine.js";
-import { MasterApi, mapLimited, waitUntil } from "./master-api.js";
+import { MasterApi, waitUntil } from "./master-api.js";
 import { expectedResult, mixedTasks } from "./tasks.js";
 
 const taskCount = 300;

@@ -5,6 +5,7 @@ import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import type Docker from "dockerode";
 import { fromRepoRoot, type ServiceName, serviceBuilds } from "../../infra/service-builds.js";
+import { mapLimited } from "../map-limited.js";
 import {
   ContainerFleet,
   freeLocalPort,
@@ -22,13 +23,7 @@ import {
 } from "./deployment.js";
 import { connectEngine } from "./engine.js";
 import { finalBaseImage, type ImageGrowth, imageGrowth, toMB } from "./images.js";
-import {
-  type MasterApi,
-  mapLimited,
-  parseMetrics,
-  type TaskView,
-  waitUntil,
-} from "./master-api.js";
+import { type MasterApi, parseMetrics, type TaskView, waitUntil } from "./master-api.js";
 import { expectedResult, mixedTasks } from "./tasks.js";
 
 const taskCount = 500;

@@ -123,21 +123,10 @@ export class Fleet {
 
   /** Starts a worker and waits until it has logged that it runs. */
   async addWorker(env: Record<string, string> = {}): Promise<FleetProcess> {
-    const name = `worker-${this.nextWorker++}`;
-    const worker = watch(name, "worker", {
-      MASTER_URL: this.url,
-      WORKER_TOKEN: this.workerToken,
-      WORKER_ID: name,
-      LOG_LEVEL: "debug",
-      ...env,
-    });
-    this.workers.push(worker);
-    await until(
-      () => worker.logs.some((line) => line.msg === "worker started"),
-      10_000,
-      () => JSON.stringify(worker.logs),
-    );
-    return worker;
+    const worker = startWorker(`worker-${this.nextWorker++}`, this.url, this.workerToken, env);
+    this.workers.push(worker.process);
+    await worker.started;
+    return worker.process;
   }
 
   /** Every process still running gets SIGKILL: a test's end needs no graceful shutdown. */
@@ -223,6 +212,31 @@ export async function until(
 }
 
 /** Log lines of `process` with message `msg` about task `taskId`. */
+/**
+ * A worker process named `name` (its WORKER_ID too) of the built service, sending to `masterUrl`,
+ * logging at debug; `started` settles once it has logged that it runs.
+ */
+export function startWorker(
+  name: string,
+  masterUrl: string,
+  workerToken: string,
+  env: Record<string, string> = {},
+): { process: FleetProcess; started: Promise<void> } {
+  const worker = watch(name, "worker", {
+    MASTER_URL: masterUrl,
+    WORKER_TOKEN: workerToken,
+    WORKER_ID: name,
+    LOG_LEVEL: "debug",
+    ...env,
+  });
+  const started = until(
+    () => worker.logs.some((line) => line.msg === "worker started"),
+    10_000,
+    () => JSON.stringify(worker.logs),
+  );
+  return { process: worker, started };
+}
+
 export function taskLogs(process: FleetProcess, msg: string, taskId: string) {
   return process.logs.filter((line) => line.msg === msg && line.taskId === taskId);
 }

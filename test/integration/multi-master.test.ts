@@ -7,13 +7,13 @@ import {
   startRedis,
   type TestRedis,
 } from "../../services/master/test/redis-server.js";
+import { mapLimited } from "../map-limited.js";
 import { buildServices, type FleetProcess, until } from "./fleet";
 import {
   ApiClient,
   isHeldTask,
   type MasterProcess,
   MultiMasterFleet,
-  mapLimited,
   numberedTask,
   type TaskView,
 } from "./multi-master";

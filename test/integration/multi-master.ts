@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { TaskResponse as TaskView } from "../../services/master/src/routes/tasks.js";
 import type { TestRedis } from "../../services/master/test/redis-server.js";
-import { buildServices, type FleetProcess, freePort, until, watch } from "./fleet";
+import { buildServices, type FleetProcess, freePort, startWorker, until, watch } from "./fleet";
 import { LoadBalancer } from "./load-balancer";
 
 export type { TaskView };
@@ -131,21 +131,10 @@ export class MultiMasterFleet {
 
   /** Starts a worker whose MASTER_URL is the balancer and waits until it has logged that it runs. */
   async addWorker(env: Record<string, string> = {}): Promise<FleetProcess> {
-    const name = `worker-${this.nextWorker++}`;
-    const worker = watch(name, "worker", {
-      MASTER_URL: this.url,
-      WORKER_TOKEN: this.workerToken,
-      WORKER_ID: name,
-      LOG_LEVEL: "debug",
-      ...env,
-    });
-    this.workers.push(worker);
-    await until(
-      () => worker.logs.some((line) => line.msg === "worker started"),
-      10_000,
-      () => JSON.stringify(worker.logs),
-    );
-    return worker;
+    const worker = startWorker(`worker-${this.nextWorker++}`, this.url, this.workerToken, env);
+    this.workers.push(worker.process);
+    await worker.started;
+    return worker.process;
   }
 
   /** Every process still running gets SIGKILL, and the balancer closes. */
@@ -324,24 +313,4 @@ export function numberedTask(run: string, i: number): { task: KeyedTask; expecte
   }
   const payload = { run, i, text: `task ${i}` };
   return { task: { type: "echo", payload, idempotencyKey }, expected: payload };
-}
-
-/**
- * Runs `work` over `items` with at most `limit` in flight, results in order.
- */
-export async function mapLimited<T, R>(
-  items: readonly T[],
-  limit: number,
-  work: (item: T, index: number) => Promise<R>,
-): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await work(items[index] as T, index);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-  return results;
 }

@@ -131,12 +131,8 @@ export function httpUrl(): EnvVar<string> & { required: true } {
     required: true,
     secret: false,
     parse(raw) {
-      let url: URL;
-      try {
-        url = new URL(raw);
-      } catch {
-        return undefined;
-      }
+      const url = parseUrl(raw);
+      if (url === undefined) return undefined;
       if (url.protocol !== "http:" && url.protocol !== "https:") return undefined;
       return url.href.replace(/\/+$/, "");
     },
@@ -157,12 +153,8 @@ export function redisUrl(): EnvVar<string> {
     required: false,
     secret: true,
     parse(raw) {
-      let url: URL;
-      try {
-        url = new URL(raw);
-      } catch {
-        return undefined;
-      }
+      const url = parseUrl(raw);
+      if (url === undefined) return undefined;
       if (url.protocol !== "redis:" && url.protocol !== "rediss:") return undefined;
       if (url.hostname === "" || url.password !== "" || url.search !== "" || url.hash !== "") {
         return undefined;
@@ -173,6 +165,15 @@ export function redisUrl(): EnvVar<string> {
       return `${url.protocol}//${user}${url.hostname}:${url.port || "6379"}/${db}`;
     },
   };
+}
+
+/** `raw` as a URL, or undefined when it is not one. */
+function parseUrl(raw: string): URL | undefined {
+  try {
+    return new URL(raw);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
