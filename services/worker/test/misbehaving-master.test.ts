@@ -6,8 +6,12 @@ import { harness } from "./helpers.js";
 
 const { fakeMaster, worker } = harness();
 
-/** Requests to `route` the worker makes within `ms`. */
+/**
+ * Requests to `route` the worker makes within `ms` of its first one (a worker leases only once its
+ * task threads are up, which takes a while on a busy machine).
+ */
 async function requestsWithin(master: FakeMaster, route: string, ms: number): Promise<number> {
+  await master.until(() => master.callsTo(route).length > 0);
   const before = master.callsTo(route).length;
   await new Promise((resolve) => setTimeout(resolve, ms));
   return master.callsTo(route).length - before;
