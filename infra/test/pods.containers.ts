@@ -7,14 +7,20 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import Docker from "dockerode";
+import { Redis } from "ioredis";
+import {
+  redisUnavailable,
+  startRedis,
+  type TestRedis,
+} from "../../services/master/test/redis-server";
 import { ContainerFleet, freeLocalPort, runPrefix } from "../../test/containers/containers";
 import { buildImage } from "../../test/containers/images";
 import { fromRepoRoot, serviceBuilds } from "../service-builds";
 import { evaluateStack, isSecretOutput, type StackEvaluation } from "../testing/harness";
 import { findResource, inputs, type Json } from "../testing/resources";
 
-/** The container's env as the kubelet would set it: values, and secretKeyRefs from the Secret. */
-function resolvedEnv(container: Json, secret: Json): Record<string, string> {
+/** The container's env as the kubelet would set it: values, and secretKeyRefs from the Secrets. */
+function resolvedEnv(container: Json, secrets: Json[]): Record<string, string> {
   const env: Record<string, string> = {};
   for (const entry of container.env ?? []) {
     if (entry.value !== undefined) {
@@ -23,7 +29,8 @@ function resolvedEnv(container: Json, secret: Json): Record<string, string> {
     }
     const ref = entry.valueFrom?.secretKeyRef;
     assert.ok(ref, `env ${entry.name} is neither a value nor a secretKeyRef`);
-    assert.equal(ref.name, secret.metadata.name, `env ${entry.name} reads an unknown Secret`);
+    const secret = secrets.find((s) => s.metadata.name === ref.name);
+    assert.ok(secret, `env ${entry.name} reads an unknown Secret ${ref.name}`);
     const value = secret.stringData[ref.key];
     assert.equal(typeof value, "string", `Secret has no key ${ref.key}`);
     env[entry.name] = value;
@@ -45,7 +52,7 @@ async function poll<T>(
   throw new Error(`gave up waiting for ${what}`);
 }
 
-describe("the program's pods, run as containers", () => {
+describe("the program's pods, run as containers", { skip: redisUnavailable() }, () => {
   const docker = new Docker();
   const fleet = new ContainerFleet(docker);
   const prefix = runPrefix();
@@ -54,6 +61,9 @@ describe("the program's pods, run as containers", () => {
   let master: Json;
   let workers: Json;
   let secret: Json;
+  let redisSecret: Json;
+  /** Plays the stack's Redis, with the password the stack generated for it. */
+  let redis: TestRedis;
   let port: number;
   let internalPort: number;
 
@@ -62,6 +72,11 @@ describe("the program's pods, run as containers", () => {
     master = inputs(findResource(evaluation, "kubernetes:apps/v1:Deployment", "master"));
     workers = inputs(findResource(evaluation, "kubernetes:apps/v1:Deployment", "workers"));
     secret = inputs(findResource(evaluation, "kubernetes:core/v1:Secret", "master-tokens"));
+    redisSecret = inputs(findResource(evaluation, "kubernetes:core/v1:Secret", "redis-password"));
+    redis = await startRedis({ appendOnly: true });
+    const admin = new Redis({ host: redis.host, port: redis.port });
+    await admin.config("SET", "requirepass", redisSecret.stringData.password);
+    admin.disconnect();
     for (const service of ["master", "worker"] as const) {
       await buildImage({
         name: service,
@@ -77,6 +92,7 @@ describe("the program's pods, run as containers", () => {
 
   after(async () => {
     await fleet.removeAll();
+    await redis?.stop();
     for (const tag of Object.values(tags)) {
       await docker
         .getImage(tag)
@@ -87,8 +103,12 @@ describe("the program's pods, run as containers", () => {
 
   it("starts the master with the program's environment and passes both of its probes", async () => {
     const container = master.spec.template.spec.containers[0];
-    const env = resolvedEnv(container, secret);
-    // The one change: host networking here, so each container port becomes a free host port.
+    const env = resolvedEnv(container, [secret, redisSecret]);
+    // The changes: host networking here, so each container port becomes a free host port, and
+    // the in-cluster Redis Service's name becomes the address of the redis-server playing it.
+    const redisUrl = new URL(env.REDIS_URL ?? "");
+    assert.match(redisUrl.hostname, /\.svc\.cluster\.local$/);
+    env.REDIS_URL = `redis://127.0.0.1:${redis.port}${redisUrl.pathname}`;
     const hostPorts = new Map<string, number>([
       ["http", port],
       ["internal", internalPort],
@@ -143,7 +163,7 @@ describe("the program's pods, run as containers", () => {
 
   it("runs a task through a worker started with the program's environment, using the apiToken output", async () => {
     const container = workers.spec.template.spec.containers[0];
-    const env = resolvedEnv(container, secret);
+    const env = resolvedEnv(container, [secret]);
     // The cluster DNS name resolves only inside the cluster.
     assert.match(
       env.MASTER_URL ?? "",
