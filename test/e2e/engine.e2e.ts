@@ -47,9 +47,12 @@ const staticStorage = [
   },
 ];
 
-/** A Redis password as `pulumi config set --secret` takes it: long, no character redis.conf splits. */
-function redisPassword(): string {
-  return randomBytes(24).toString("base64url");
+/**
+ * A secret for `pulumi config set --secret KEY VALUE`: long, no character redis.conf splits, and
+ * never starting with "-", which the CLI would read as a flag (base64url did, one run in 64).
+ */
+function configSecret(): string {
+  return randomBytes(24).toString("hex");
 }
 
 /** `op type::name`, sorted: what a reviewer reads in a preview. */
@@ -82,9 +85,9 @@ describe("the real engine against a real API server", () => {
         "taskfleet:redisStorageClass": staticStorageClass,
       },
       {
-        "taskfleet:apiToken": randomBytes(24).toString("base64url"),
-        "taskfleet:workerToken": randomBytes(24).toString("base64url"),
-        "taskfleet:redisPassword": redisPassword(),
+        "taskfleet:apiToken": configSecret(),
+        "taskfleet:workerToken": configSecret(),
+        "taskfleet:redisPassword": configSecret(),
       },
     );
     e2e.kubectl(["apply", "-f", "-"], {
@@ -431,7 +434,7 @@ describe("the real engine against a real API server", () => {
         "set",
         "--secret",
         "taskfleet:redisPassword",
-        redisPassword(),
+        configSecret(),
         "--stack",
         e2e.stack,
       ]);
