@@ -36,6 +36,14 @@ export const clusterDefaults: Readonly<
   existing: { masterReplicas: 1, redis: "inCluster" },
 };
 
+/** What sizes the workers (config `autoscaler`). */
+export const autoscalerKinds = ["cpu", "queue"] as const;
+export type AutoscalerKind = (typeof autoscalerKinds)[number];
+
+/** Where KEDA comes from when the queue sizes the workers (config `keda`). */
+export const kedaSources = ["install", "present"] as const;
+export type KedaSource = (typeof kedaSources)[number];
+
 /** Most master pods a stack may run: each holds a few connections to Redis and to the workers. */
 export const maxMasterReplicas = 20;
 
@@ -119,7 +127,12 @@ export function redisMaxmemoryBytes(limitBytes: number): number {
 }
 
 /** The keys the program reads as secrets (`requireSecret`); the stack holds them encrypted. */
-export const secretKeys: readonly string[] = ["apiToken", "workerToken", "redisPassword"];
+export const secretKeys: readonly string[] = [
+  "apiToken",
+  "workerToken",
+  "scalerToken",
+  "redisPassword",
+];
 
 /**
  * A configured Redis password goes into redis.conf as one token, unquoted: letters, digits and
@@ -202,6 +215,23 @@ export interface MemorystoreConfig {
   sizeGb: number;
 }
 
+/**
+ * How the workers are sized: a CPU HorizontalPodAutoscaler, or KEDA on the master's backlog (with
+ * CPU as a second trigger) and where KEDA comes from.
+ */
+export type WorkerAutoscalerConfig =
+  | { kind: "cpu" }
+  | {
+      kind: "queue";
+      /** Queued and running tasks per worker slot the scaler aims for. */
+      tasksPerSlot: number;
+      /** With no pod, tasks waiting before the first pod starts. */
+      activationTasks: number;
+      pollingSeconds: number;
+      cooldownSeconds: number;
+      keda: { source: KedaSource; namespace: string };
+    };
+
 /** The whole validated configuration of one stack. */
 export interface TaskfleetConfig {
   stack: string;
@@ -222,6 +252,8 @@ export interface TaskfleetConfig {
   /** Undefined: the program generates the token. */
   apiToken: pulumi.Output<string> | undefined;
   workerToken: pulumi.Output<string> | undefined;
+  /** autoscaler=queue; undefined: the program generates the token. */
+  scalerToken: pulumi.Output<string> | undefined;
   leaseSeconds: number;
   maxAttempts: number;
   resultTtlSeconds: number;
@@ -236,6 +268,7 @@ export interface TaskfleetConfig {
     targetCpuUtilization: number;
     concurrency: number;
     shutdownGraceSeconds: number;
+    autoscaler: WorkerAutoscalerConfig;
   };
   gke: GkeConfig | undefined;
 }
@@ -249,6 +282,7 @@ export interface RawConfig {
   values: Readonly<Record<string, string | undefined>>;
   apiToken?: pulumi.Output<string>;
   workerToken?: pulumi.Output<string>;
+  scalerToken?: pulumi.Output<string>;
   redisPassword?: pulumi.Output<string>;
 }
 
@@ -523,7 +557,20 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
     );
   }
 
-  const minReplicas = read.integer("workerMinReplicas", 1, 1000);
+  const autoscaler = readWorkerAutoscaler(read);
+  if (raw.scalerToken !== undefined && autoscaler.kind !== "queue") {
+    throw new ConfigError(
+      `Invalid config ${projectName}:scalerToken (value not shown: it is a secret): only used when taskfleet:autoscaler is queue (it is ${autoscaler.kind}); unset it or set taskfleet:autoscaler to queue.`,
+    );
+  }
+  const minReplicas = read.integer("workerMinReplicas", 0, 1000);
+  if (minReplicas === 0 && autoscaler.kind !== "queue") {
+    throw invalid(
+      "workerMinReplicas",
+      "0",
+      `must be at least 1 with taskfleet:autoscaler ${autoscaler.kind} (a CPU autoscaler cannot wake a pod from zero); set taskfleet:autoscaler to queue to scale to zero`,
+    );
+  }
   const maxReplicas = read.integer("workerMaxReplicas", 1, 1000);
   if (minReplicas > maxReplicas) {
     throw invalid(
@@ -595,6 +642,7 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
     },
     apiToken: raw.apiToken,
     workerToken: raw.workerToken,
+    scalerToken: raw.scalerToken,
     leaseSeconds: read.integerOf("leaseSeconds", masterEnv.LEASE_SECONDS),
     maxAttempts: read.integerOf("maxAttempts", masterEnv.MAX_ATTEMPTS),
     resultTtlSeconds: read.integerOf("resultTtlSeconds", masterEnv.RESULT_TTL_SECONDS),
@@ -611,9 +659,52 @@ export function validateConfig(raw: RawConfig): TaskfleetConfig {
         "workerShutdownGraceSeconds",
         workerEnv.SHUTDOWN_GRACE_SECONDS,
       ),
+      autoscaler,
     },
     gke: cluster === "gke" ? validateGke(raw, read) : undefined,
   });
+}
+
+/** Read only with autoscaler=queue: changed from its default with cpu, one would be ignored, so it is refused. */
+const queueOnlyKeys = [
+  "keda",
+  "kedaNamespace",
+  "workerTasksPerSlot",
+  "workerActivationTasks",
+  "workerPollingSeconds",
+  "workerCooldownSeconds",
+] as const;
+
+function readWorkerAutoscaler(read: ConfigReader): WorkerAutoscalerConfig {
+  const kind = read.oneOf("autoscaler", autoscalerKinds);
+  if (kind === "cpu") {
+    for (const key of queueOnlyKeys) {
+      if (read.string(key) !== String(configSpec[key]?.default)) {
+        throw invalid(
+          key,
+          read.string(key),
+          "only used when taskfleet:autoscaler is queue (it is cpu); unset it or set taskfleet:autoscaler to queue",
+        );
+      }
+    }
+    return { kind };
+  }
+  const namespace = read.string("kedaNamespace");
+  if (!dnsLabel.test(namespace)) {
+    throw invalid(
+      "kedaNamespace",
+      namespace,
+      "must be a namespace name (a DNS label: at most 63 lower-case letters, digits and '-')",
+    );
+  }
+  return {
+    kind,
+    tasksPerSlot: read.integer("workerTasksPerSlot", 1, 100),
+    activationTasks: read.integer("workerActivationTasks", 0, 100_000),
+    pollingSeconds: read.integer("workerPollingSeconds", 1, 300),
+    cooldownSeconds: read.integer("workerCooldownSeconds", 0, 86_400),
+    keda: { source: read.oneOf("keda", kedaSources), namespace },
+  };
 }
 
 function validateGke(raw: RawConfig, read: ConfigReader): GkeConfig {
@@ -692,6 +783,7 @@ export function loadConfig(): TaskfleetConfig {
     values,
     apiToken: configuredSecret(project, "apiToken"),
     workerToken: configuredSecret(project, "workerToken"),
+    scalerToken: configuredSecret(project, "scalerToken"),
     redisPassword: configuredSecret(project, "redisPassword", checkRedisPassword),
   });
 }
@@ -703,7 +795,7 @@ export function loadConfig(): TaskfleetConfig {
  */
 function configuredSecret(
   project: pulumi.Config,
-  key: "apiToken" | "workerToken" | "redisPassword",
+  key: "apiToken" | "workerToken" | "scalerToken" | "redisPassword",
   check?: (plain: string) => void,
 ): pulumi.Output<string> | undefined {
   const plain = project.get(key);

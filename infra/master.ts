@@ -29,6 +29,9 @@ export const masterInternalPort = 8081;
 /** The port of both of the master's Services. */
 export const masterServicePort = 80;
 
+/** The key of SCALER_TOKEN in the master's token Secret, which KEDA's TriggerAuthentication reads. */
+export const scalerTokenKey = "scalerToken";
+
 /** Where a TLS Redis's CA certificate is mounted in the master's container. */
 export const redisCaDir = "/etc/taskfleet/redis-ca";
 
@@ -41,6 +44,11 @@ export interface MasterArgs extends ServicePodArgs {
   apiToken: pulumi.Input<string>;
   /** Bearer token for `/worker/v1/*`; a secret. */
   workerToken: pulumi.Input<string>;
+  /**
+   * Bearer token for the autoscaler's backlog route (SCALER_TOKEN); a secret. Undefined: the
+   * route is off (the CPU autoscaler needs none).
+   */
+  scalerToken: pulumi.Input<string> | undefined;
   /** LEASE_SECONDS. */
   leaseSeconds: number;
   /** MAX_ATTEMPTS. */
@@ -90,10 +98,12 @@ export function masterServiceAnnotations(args: {
  * cluster autoscaler scale-down and GKE upgrade (which then evicts anyway after an hour).
  */
 export class Master extends pulumi.ComponentResource {
-  /** The Secret holding `apiToken` and `workerToken`. */
+  /** The Secret holding `apiToken`, `workerToken` and, for the queue autoscaler, `scalerToken`. */
   public readonly tokenSecretName: pulumi.Output<string>;
   /** `http://<internal service>.<namespace>.svc.cluster.local`, for the workers. */
   public readonly internalUrl: pulumi.Output<string>;
+  /** The autoscaler's backlog route on the internal Service (docs/api.md). */
+  public readonly backlogUrl: pulumi.Output<string>;
   /** `http://<address>` of the LoadBalancer; empty until it has an address. */
   public readonly url: pulumi.Output<string>;
   public readonly serviceName: pulumi.Output<string>;
@@ -113,7 +123,11 @@ export class Master extends pulumi.ComponentResource {
       {
         metadata: { namespace: args.namespace, labels },
         type: "Opaque",
-        stringData: { apiToken: args.apiToken, workerToken: args.workerToken },
+        stringData: {
+          apiToken: args.apiToken,
+          workerToken: args.workerToken,
+          ...(args.scalerToken === undefined ? {} : { [scalerTokenKey]: args.scalerToken }),
+        },
       },
       { parent: this },
     );
@@ -161,6 +175,16 @@ export class Master extends pulumi.ComponentResource {
                     envVar(masterEnv, "HOST", "0.0.0.0"),
                     secretEnvVar(masterEnv, "API_TOKEN", tokens.metadata.name, "apiToken"),
                     secretEnvVar(masterEnv, "WORKER_TOKEN", tokens.metadata.name, "workerToken"),
+                    ...(args.scalerToken === undefined
+                      ? []
+                      : [
+                          secretEnvVar(
+                            masterEnv,
+                            "SCALER_TOKEN",
+                            tokens.metadata.name,
+                            scalerTokenKey,
+                          ),
+                        ]),
                     envVar(masterEnv, "LEASE_SECONDS", String(args.leaseSeconds)),
                     envVar(masterEnv, "MAX_ATTEMPTS", String(args.maxAttempts)),
                     envVar(masterEnv, "RESULT_TTL_SECONDS", String(args.resultTtlSeconds)),
@@ -284,6 +308,7 @@ export class Master extends pulumi.ComponentResource {
 
     this.serviceName = service.metadata.name;
     this.internalUrl = pulumi.interpolate`http://${internalService.metadata.name}.${internalService.metadata.namespace}.svc.cluster.local:${masterServicePort}`;
+    this.backlogUrl = pulumi.interpolate`${this.internalUrl}/scaler/v1/backlog`;
     this.url = service.status.apply(loadBalancerUrl);
 
     this.registerOutputs({

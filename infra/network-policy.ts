@@ -13,6 +13,8 @@ export interface NetworkPoliciesArgs {
   workerSelector: Record<string, string>;
   /** Namespaces whose pods may scrape the master's `/metrics` on its internal port. */
   metricsNamespaces: string[];
+  /** The namespace of KEDA, whose scaler reads the backlog on the internal port; undefined: none. */
+  scalerNamespace: string | undefined;
   /** The masters' Redis: pods in the namespace, or an address outside the cluster (Memorystore). */
   redis: RedisPeer;
 }
@@ -47,8 +49,8 @@ function redisEgressRule(redis: RedisPeer) {
 
 /**
  * What may talk to what in the stack's namespace: nothing, except clients (through the load
- * balancer) to the master's public port, workers (and metrics scrapers, from config) to its
- * internal port, masters to Redis (only masters may reach an in-cluster Redis), and workers and
+ * balancer) to the master's public port, workers (and metrics scrapers, from config, and KEDA's
+ * scaler) to its internal port, masters to Redis (only masters may reach an in-cluster Redis), and workers and
  * masters to the cluster's DNS. A pod that is compromised cannot reach anything else in or out of
  * the cluster. The kubelet's probes come from the node, which Kubernetes never lets a policy block.
  */
@@ -81,6 +83,9 @@ export class NetworkPolicies extends pulumi.ComponentResource {
               from: [
                 { podSelector: { matchLabels: args.workerSelector } },
                 ...args.metricsNamespaces.map(namespacePeer),
+                ...(args.scalerNamespace === undefined
+                  ? []
+                  : [namespacePeer(args.scalerNamespace)]),
               ],
               ports: [{ protocol: "TCP", port: masterInternalPort }],
             },

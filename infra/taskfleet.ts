@@ -7,7 +7,8 @@ import { KindCluster } from "./cluster/kind";
 import type { ClusterTarget } from "./cluster/target";
 import { configSpec, projectName, type TaskfleetConfig } from "./config";
 import { ServiceImages } from "./images";
-import { Master } from "./master";
+import { Keda } from "./keda";
+import { Master, scalerTokenKey } from "./master";
 import { Memorystore } from "./memorystore";
 import { NetworkPolicies } from "./network-policy";
 import type { AcceptedFinding } from "./pod";
@@ -146,6 +147,19 @@ export function createTaskfleet(config: TaskfleetConfig): TaskfleetOutputs {
 
   const redis = createRedis(config, namespace.metadata.name, baseNameOf(config), cluster.provider);
 
+  const { autoscaler } = config.worker;
+  // Only KEDA's scaler presents it, so only the queue autoscaler gets one.
+  const scalerToken =
+    autoscaler.kind === "queue" ? token("scaler-token", config.scalerToken) : undefined;
+  const keda =
+    autoscaler.kind === "queue" && autoscaler.keda.source === "install"
+      ? new Keda(
+          "keda",
+          { namespace: autoscaler.keda.namespace },
+          { providers: [cluster.provider] },
+        )
+      : undefined;
+
   const master = new Master(
     "master",
     {
@@ -155,6 +169,7 @@ export function createTaskfleet(config: TaskfleetConfig): TaskfleetOutputs {
       redis,
       apiToken,
       workerToken,
+      scalerToken,
       leaseSeconds: config.leaseSeconds,
       maxAttempts: config.maxAttempts,
       resultTtlSeconds: config.resultTtlSeconds,
@@ -181,6 +196,15 @@ export function createTaskfleet(config: TaskfleetConfig): TaskfleetOutputs {
       minReplicas: config.worker.minReplicas,
       maxReplicas: config.worker.maxReplicas,
       targetCpuUtilization: config.worker.targetCpuUtilization,
+      autoscaler:
+        autoscaler.kind === "queue"
+          ? {
+              ...autoscaler,
+              backlogUrl: master.backlogUrl,
+              scalerTokenKey,
+              dependsOn: keda === undefined ? [] : [keda.ready],
+            }
+          : autoscaler,
     },
     { providers: [cluster.provider] },
   );
@@ -192,6 +216,7 @@ export function createTaskfleet(config: TaskfleetConfig): TaskfleetOutputs {
       masterSelector: master.podSelector,
       workerSelector: workers.podSelector,
       metricsNamespaces: config.metricsNamespaces,
+      scalerNamespace: autoscaler.kind === "queue" ? autoscaler.keda.namespace : undefined,
       redis: redis.peer,
     },
     { providers: [cluster.provider] },

@@ -1,7 +1,9 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { workerEnv } from "@taskfleet/protocol/worker-env";
+import type { WorkerAutoscalerConfig } from "./config";
 import { workerMemory } from "./config";
+import { kedaIgnoresHpaAnnotation, queueScaler } from "./keda";
 import {
   acceptedFindingAnnotations,
   appLabels,
@@ -21,7 +23,7 @@ import {
 export interface WorkersArgs extends ServicePodArgs {
   /** MASTER_URL: the master Service's cluster DNS name. */
   masterUrl: pulumi.Input<string>;
-  /** The Secret holding `workerToken` (made by the master component). */
+  /** The Secret holding `workerToken`, and `scalerToken` for the queue autoscaler (made by the master component). */
   tokenSecretName: pulumi.Input<string>;
   /** CONCURRENCY. */
   concurrency: number;
@@ -33,6 +35,17 @@ export interface WorkersArgs extends ServicePodArgs {
   maxReplicas: number;
   /** Average CPU use, in percent of the request, the autoscaler aims for. */
   targetCpuUtilization: number;
+  /**
+   * What sizes the Deployment. For the queue: where KEDA reads the master's backlog, and what
+   * must exist before the ScaledObject (KEDA's release, when the program installs it).
+   */
+  autoscaler:
+    | { kind: "cpu" }
+    | (Extract<WorkerAutoscalerConfig, { kind: "queue" }> & {
+        backlogUrl: pulumi.Input<string>;
+        scalerTokenKey: string;
+        dependsOn: pulumi.Resource[];
+      });
 }
 
 /**
@@ -69,7 +82,10 @@ const workerProbeFinding = [
   { check: "CKV_K8S_9", reason: "a worker serves no port; it takes work only when it asks for it" },
 ];
 
-/** The workers: a Deployment sized by a CPU HorizontalPodAutoscaler. */
+/**
+ * The workers: a Deployment sized by exactly one autoscaler, a CPU HorizontalPodAutoscaler or
+ * KEDA's ScaledObject on the master's backlog (keda.ts).
+ */
 export class Workers extends pulumi.ComponentResource {
   public readonly deploymentName: pulumi.Output<string>;
   /** The labels that select the worker pods. */
@@ -139,32 +155,56 @@ export class Workers extends pulumi.ComponentResource {
       { parent: this },
     );
 
-    new k8s.autoscaling.v2.HorizontalPodAutoscaler(
-      `${name}`,
-      {
-        metadata: { namespace: args.namespace, labels },
-        spec: {
-          scaleTargetRef: {
-            apiVersion: "apps/v1",
-            kind: "Deployment",
-            name: deployment.metadata.name,
-          },
+    const { autoscaler } = args;
+    if (autoscaler.kind === "queue") {
+      queueScaler(
+        name,
+        {
+          namespace: args.namespace,
+          deploymentName: deployment.metadata.name,
+          backlogUrl: autoscaler.backlogUrl,
+          tokenSecretName: args.tokenSecretName,
+          tokenSecretKey: autoscaler.scalerTokenKey,
+          concurrency: args.concurrency,
+          tasksPerSlot: autoscaler.tasksPerSlot,
+          activationTasks: autoscaler.activationTasks,
+          pollingSeconds: autoscaler.pollingSeconds,
+          cooldownSeconds: autoscaler.cooldownSeconds,
           minReplicas: args.minReplicas,
           maxReplicas: args.maxReplicas,
-          metrics: [
-            {
-              type: "Resource",
-              resource: {
-                name: "cpu",
-                target: { type: "Utilization", averageUtilization: args.targetCpuUtilization },
-              },
-            },
-          ],
+          targetCpuUtilization: args.targetCpuUtilization,
           behavior: workerScalingBehavior,
+          labels,
         },
-      },
-      { parent: this },
-    );
+        { parent: this, dependsOn: autoscaler.dependsOn },
+      );
+    } else
+      new k8s.autoscaling.v2.HorizontalPodAutoscaler(
+        `${name}`,
+        {
+          metadata: { namespace: args.namespace, labels, annotations: kedaIgnoresHpaAnnotation },
+          spec: {
+            scaleTargetRef: {
+              apiVersion: "apps/v1",
+              kind: "Deployment",
+              name: deployment.metadata.name,
+            },
+            minReplicas: args.minReplicas,
+            maxReplicas: args.maxReplicas,
+            metrics: [
+              {
+                type: "Resource",
+                resource: {
+                  name: "cpu",
+                  target: { type: "Utilization", averageUtilization: args.targetCpuUtilization },
+                },
+              },
+            ],
+            behavior: workerScalingBehavior,
+          },
+        },
+        { parent: this },
+      );
 
     this.deploymentName = deployment.metadata.name;
     this.registerOutputs({ deploymentName: this.deploymentName });

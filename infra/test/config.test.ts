@@ -41,12 +41,57 @@ const rejected: [string, Record<string, string>, string][] = [
   [
     "a replica count that is not a number",
     { "taskfleet:workerMinReplicas": "two" },
-    'Invalid config taskfleet:workerMinReplicas = "two": must be an integer from 1 to 1000.',
+    'Invalid config taskfleet:workerMinReplicas = "two": must be an integer from 0 to 1000.',
   ],
   [
-    "zero minimum replicas",
+    "zero minimum replicas with the CPU autoscaler",
     { "taskfleet:workerMinReplicas": "0" },
-    'Invalid config taskfleet:workerMinReplicas = "0": must be an integer from 1 to 1000.',
+    'Invalid config taskfleet:workerMinReplicas = "0": must be at least 1 with taskfleet:autoscaler cpu (a CPU autoscaler cannot wake a pod from zero); set taskfleet:autoscaler to queue to scale to zero.',
+  ],
+  [
+    "an unknown autoscaler",
+    { "taskfleet:autoscaler": "keda" },
+    'Invalid config taskfleet:autoscaler = "keda": allowed values are cpu, queue.',
+  ],
+  [
+    "an unknown source of KEDA",
+    { "taskfleet:autoscaler": "queue", "taskfleet:keda": "helm" },
+    'Invalid config taskfleet:keda = "helm": allowed values are install, present.',
+  ],
+  [
+    "a KEDA namespace that is not a DNS label",
+    { "taskfleet:autoscaler": "queue", "taskfleet:kedaNamespace": "KEDA_system" },
+    `Invalid config taskfleet:kedaNamespace = "KEDA_system": must be a namespace name (a DNS label: at most 63 lower-case letters, digits and '-').`,
+  ],
+  [
+    "a queue setting with the CPU autoscaler, which would ignore it",
+    { "taskfleet:workerTasksPerSlot": "4" },
+    'Invalid config taskfleet:workerTasksPerSlot = "4": only used when taskfleet:autoscaler is queue (it is cpu); unset it or set taskfleet:autoscaler to queue.',
+  ],
+  [
+    "KEDA's source with the CPU autoscaler",
+    { "taskfleet:keda": "present" },
+    'Invalid config taskfleet:keda = "present": only used when taskfleet:autoscaler is queue (it is cpu); unset it or set taskfleet:autoscaler to queue.',
+  ],
+  [
+    "no tasks per slot",
+    { "taskfleet:autoscaler": "queue", "taskfleet:workerTasksPerSlot": "0" },
+    'Invalid config taskfleet:workerTasksPerSlot = "0": must be an integer from 1 to 100.',
+  ],
+  [
+    "a polling interval of 0",
+    { "taskfleet:autoscaler": "queue", "taskfleet:workerPollingSeconds": "0" },
+    'Invalid config taskfleet:workerPollingSeconds = "0": must be an integer from 1 to 300.',
+  ],
+  [
+    "a negative cool-down",
+    { "taskfleet:autoscaler": "queue", "taskfleet:workerCooldownSeconds": "-1" },
+    'Invalid config taskfleet:workerCooldownSeconds = "-1": must be an integer from 0 to 86400.',
+  ],
+  [
+    "a negative activation",
+    { "taskfleet:autoscaler": "queue", "taskfleet:workerActivationTasks": "-5" },
+    'Invalid config taskfleet:workerActivationTasks = "-5": must be an integer from 0 to 100000.',
   ],
   [
     "a CPU target of 0",
@@ -410,6 +455,53 @@ describe("validateConfig", () => {
         message:
           "Invalid config taskfleet:redisPassword (value not shown: it is a secret): only used when taskfleet:redis is inCluster (it is memorystore, which makes its own AUTH string); unset it.",
       },
+    );
+  });
+
+  it("sizes the workers on CPU by default, and on the queue with KEDA's settings when asked, from zero", () => {
+    assert.deepEqual(validate({}).worker.autoscaler, { kind: "cpu" });
+    const queued = validate({
+      "taskfleet:autoscaler": "queue",
+      "taskfleet:workerMinReplicas": "0",
+      "taskfleet:keda": "present",
+      "taskfleet:kedaNamespace": "autoscaling",
+      "taskfleet:workerTasksPerSlot": "3",
+      "taskfleet:workerActivationTasks": "10",
+      "taskfleet:workerPollingSeconds": "5",
+      "taskfleet:workerCooldownSeconds": "0",
+    });
+    assert.equal(queued.worker.minReplicas, 0);
+    assert.deepEqual(queued.worker.autoscaler, {
+      kind: "queue",
+      tasksPerSlot: 3,
+      activationTasks: 10,
+      pollingSeconds: 5,
+      cooldownSeconds: 0,
+      keda: { source: "present", namespace: "autoscaling" },
+    });
+    const defaults = validate({ "taskfleet:autoscaler": "queue" }).worker.autoscaler;
+    assert.deepEqual(defaults, {
+      kind: "queue",
+      tasksPerSlot: configSpec.workerTasksPerSlot?.default,
+      activationTasks: configSpec.workerActivationTasks?.default,
+      pollingSeconds: configSpec.workerPollingSeconds?.default,
+      cooldownSeconds: configSpec.workerCooldownSeconds?.default,
+      keda: { source: configSpec.keda?.default, namespace: configSpec.kedaNamespace?.default },
+    });
+  });
+
+  it("refuses a scaler token without the queue autoscaler, which would ignore it, without showing it", () => {
+    assert.throws(
+      () =>
+        validateConfig({
+          stack: "test",
+          values: {},
+          scalerToken: pulumi.secret("a-scaler-token-0123456789abcdef"),
+        }),
+      (error: Error) =>
+        error instanceof ConfigError &&
+        error.message ===
+          "Invalid config taskfleet:scalerToken (value not shown: it is a secret): only used when taskfleet:autoscaler is queue (it is cpu); unset it or set taskfleet:autoscaler to queue.",
     );
   });
 

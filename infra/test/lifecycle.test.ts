@@ -88,7 +88,11 @@ describe("the master's internal port", () => {
   it("is open to the pods of the configured metrics namespaces, and to the workers", async () => {
     const policy = inputs(
       findResource(
-        await evaluateStack("prod", { "taskfleet:metricsNamespaces": "monitoring, gmp-system" }),
+        await evaluateStack("prod", {
+          "taskfleet:metricsNamespaces": "monitoring, gmp-system",
+          // Without KEDA's scaler, whose namespace the queue autoscaler adds (stacks.test.ts).
+          "taskfleet:autoscaler": "cpu",
+        }),
         "kubernetes:networking.k8s.io/v1:NetworkPolicy",
         "network-master-ingress",
       ),

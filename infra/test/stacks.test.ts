@@ -15,6 +15,7 @@ import {
   type TaskfleetConfig,
   validateConfig,
 } from "../config";
+import { kedaVersion } from "../keda";
 import {
   evaluateStack,
   isSecretOutput,
@@ -43,6 +44,9 @@ const Instance = "gcp:redis/instance:Instance";
 const Service = "kubernetes:core/v1:Service";
 const Secret = "kubernetes:core/v1:Secret";
 const Hpa = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler";
+const ScaledObject = "kubernetes:keda.sh/v1alpha1:ScaledObject";
+const TriggerAuthentication = "kubernetes:keda.sh/v1alpha1:TriggerAuthentication";
+const HelmRelease = "kubernetes:helm.sh/v3:Release";
 const Pdb = "kubernetes:policy/v1:PodDisruptionBudget";
 const Image = "docker:index/image:Image";
 
@@ -361,9 +365,14 @@ for (const stack of stacks) {
       assert.equal(envOf(container, "HOST").value, "0.0.0.0");
     });
 
-    it("keeps both tokens in a Secret and hands them to the pods only by secretKeyRef", () => {
+    it("keeps the tokens in a Secret and hands them to the pods only by secretKeyRef, the scaler's only to a queue-sized stack", () => {
       const secret = inputs(findResource(evaluation, Secret, "master-tokens"));
-      assert.deepEqual(Object.keys(secret.stringData).sort(), ["apiToken", "workerToken"]);
+      const byQueue = config.worker.autoscaler.kind === "queue";
+      assert.deepEqual(Object.keys(secret.stringData).sort(), [
+        "apiToken",
+        ...(byQueue ? ["scalerToken"] : []),
+        "workerToken",
+      ]);
       const apiToken = evaluation.outputs.apiToken;
       assert.ok(isSecretOutput(apiToken), "apiToken must be a secret output");
       assert.equal(secret.stringData.apiToken, apiToken.value);
@@ -372,7 +381,19 @@ for (const stack of stacks) {
         [onlyContainer(master), "API_TOKEN", "apiToken"],
         [onlyContainer(master), "WORKER_TOKEN", "workerToken"],
         [onlyContainer(workers), "WORKER_TOKEN", "workerToken"],
+        ...(byQueue
+          ? [[onlyContainer(master), "SCALER_TOKEN", "scalerToken"] as [Json, string, string]]
+          : []),
       ];
+      if (byQueue) {
+        assert.ok(String(secret.stringData.scalerToken).length >= 32);
+        const auth = inputs(findResource(evaluation, TriggerAuthentication, "workers-scaler"));
+        assert.deepEqual(auth.spec.secretTargetRef, [
+          { parameter: "token", name: secret.metadata.name, key: "scalerToken" },
+        ]);
+      } else {
+        assert.throws(() => envOf(onlyContainer(master), "SCALER_TOKEN"), /no env SCALER_TOKEN/);
+      }
       for (const [container, env, key] of refs) {
         const entry = envOf(container, env);
         assert.equal(entry.value, undefined, `${env} must not be a plain value`);
@@ -444,7 +465,13 @@ for (const stack of stacks) {
         {
           from: [
             workerPeer,
-            ...config.metricsNamespaces.map((name) => ({
+            ...[
+              ...config.metricsNamespaces,
+              // KEDA's scaler reads the backlog there.
+              ...(config.worker.autoscaler.kind === "queue"
+                ? [config.worker.autoscaler.keda.namespace]
+                : []),
+            ].map((name) => ({
               namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": name } },
             })),
           ],
@@ -529,7 +556,96 @@ for (const stack of stacks) {
       assert.equal(container.ports, undefined, "workers open no port");
     });
 
-    it("scales workers on CPU within the configured bounds, up fast and down slowly", () => {
+    /** Up at once and steeply, down slowly and a few at a time: the same for both autoscalers. */
+    function assertScalingBehavior(behavior: Json): void {
+      const { scaleUp, scaleDown } = behavior;
+      assert.equal(scaleUp.stabilizationWindowSeconds, 0);
+      assert.equal(scaleUp.selectPolicy, "Max");
+      assert.ok(
+        scaleUp.policies.some(
+          (p: Json) => p.type === "Percent" && p.value >= 100 && p.periodSeconds <= 15,
+        ),
+      );
+      assert.ok(scaleDown.stabilizationWindowSeconds >= 300);
+      assert.equal(scaleDown.selectPolicy, "Min");
+      for (const policy of scaleDown.policies) {
+        assert.ok(policy.periodSeconds >= 60, "scale-down policies act at most once a minute");
+      }
+    }
+
+    it("gives the workers exactly one autoscaler, the one the stack names", () => {
+      const hpas = resourcesOfType(evaluation, Hpa);
+      const scaled = resourcesOfType(evaluation, ScaledObject);
+      if (config.worker.autoscaler.kind === "cpu") {
+        assert.equal(hpas.length, 1);
+        assert.equal(scaled.length, 0);
+        assert.equal(resourcesOfType(evaluation, TriggerAuthentication).length, 0);
+      } else {
+        assert.equal(hpas.length, 0, "KEDA makes the HPA it drives; one of ours would fight it");
+        assert.equal(scaled.length, 1);
+      }
+    });
+
+    if (config.worker.autoscaler.kind === "queue") {
+      const queue = config.worker.autoscaler;
+
+      it("scales workers with KEDA on the master's backlog per slot, CPU second, up fast and down slowly", () => {
+        const scaled = inputs(findResource(evaluation, ScaledObject, "workers"));
+        const internal = inputs(findResource(evaluation, Service, "master-internal"));
+        assert.deepEqual(scaled.spec.scaleTargetRef, {
+          apiVersion: "apps/v1",
+          kind: "Deployment",
+          name: workers.metadata.name,
+        });
+        assert.equal(scaled.spec.minReplicaCount, config.worker.minReplicas);
+        assert.equal(scaled.spec.maxReplicaCount, config.worker.maxReplicas);
+        assert.equal(scaled.spec.pollingInterval, queue.pollingSeconds);
+        assert.equal(scaled.spec.cooldownPeriod, queue.cooldownSeconds);
+        const [backlog, cpu] = scaled.spec.triggers;
+        assert.equal(
+          backlog.metadata.url,
+          `http://${internal.metadata.name}.${config.namespace}.svc.cluster.local:80/scaler/v1/backlog`,
+        );
+        assert.equal(
+          backlog.metadata.targetValue,
+          String(config.worker.concurrency * queue.tasksPerSlot),
+        );
+        assert.equal(backlog.metadata.activationTargetValue, String(queue.activationTasks));
+        assert.equal(cpu.metadata.value, String(config.worker.targetCpuUtilization));
+        assertScalingBehavior(scaled.spec.advanced.horizontalPodAutoscalerConfig.behavior);
+      });
+
+      it(
+        queue.keda.source === "install"
+          ? "installs KEDA from its Helm chart at the pinned release, before the ScaledObject"
+          : "installs no KEDA: the cluster has it",
+        () => {
+          const releases = resourcesOfType(evaluation, HelmRelease).filter(
+            (r) => inputs(r).chart === "keda",
+          );
+          if (queue.keda.source === "present") {
+            assert.equal(releases.length, 0);
+            return;
+          }
+          const release = inputs(findResource(evaluation, HelmRelease, "keda"));
+          assert.equal(release.version, kedaVersion);
+          assert.equal(release.repositoryOpts.repo, "https://kedacore.github.io/charts");
+          assert.equal(release.namespace, queue.keda.namespace);
+          assert.equal(release.createNamespace, true);
+          const scaled = findResource(evaluation, ScaledObject, "workers");
+          assert.ok(
+            scaled.dependsOn.includes(`${HelmRelease}::keda`),
+            `the ScaledObject waits for KEDA's release: ${scaled.dependsOn.join(", ")}`,
+          );
+        },
+      );
+    }
+
+    it("scales workers on CPU within the configured bounds, up fast and down slowly", (t) => {
+      if (config.worker.autoscaler.kind !== "cpu") {
+        t.skip("this stack's workers are sized by the queue");
+        return;
+      }
       const hpa = inputs(findResource(evaluation, Hpa, "workers"));
       assert.deepEqual(hpa.spec.scaleTargetRef, {
         apiVersion: "apps/v1",
@@ -547,19 +663,7 @@ for (const stack of stacks) {
           },
         },
       ]);
-      const { scaleUp, scaleDown } = hpa.spec.behavior;
-      assert.equal(scaleUp.stabilizationWindowSeconds, 0);
-      assert.equal(scaleUp.selectPolicy, "Max");
-      assert.ok(
-        scaleUp.policies.some(
-          (p: Json) => p.type === "Percent" && p.value >= 100 && p.periodSeconds <= 15,
-        ),
-      );
-      assert.ok(scaleDown.stabilizationWindowSeconds >= 300);
-      assert.equal(scaleDown.selectPolicy, "Min");
-      for (const policy of scaleDown.policies) {
-        assert.ok(policy.periodSeconds >= 60, "scale-down policies act at most once a minute");
-      }
+      assertScalingBehavior(hpa.spec.behavior);
     });
 
     it("builds both images from the repository root with the services' Dockerfile, for GKE's amd64 nodes or the local engine's own platform", () => {
@@ -838,8 +942,14 @@ for (const stack of stacks) {
     }
 
     if (config.cluster === "existing") {
-      it("installs nothing into a cluster it does not own", () => {
-        assert.deepEqual(resourcesOfType(evaluation, "kubernetes:helm.sh/v3:Release"), []);
+      it("installs nothing into a cluster it does not own, but KEDA when the stack asks for it", () => {
+        const asked =
+          config.worker.autoscaler.kind === "queue" &&
+          config.worker.autoscaler.keda.source === "install";
+        assert.deepEqual(
+          resourcesOfType(evaluation, HelmRelease).map((r) => r.name),
+          asked ? ["keda"] : [],
+        );
       });
 
       it("deploys to the configured kubeconfig context and creates no cluster", () => {

@@ -37,3 +37,45 @@ describe("tokens", () => {
     assert.equal(apiToken.value, "configured-api-token-0123456789abcdef");
   });
 });
+
+describe("the scaler's token", () => {
+  it("is generated for a queue-sized stack, or taken from config, and kept in the tokens' Secret", async () => {
+    const generated = await evaluateStack("minikube");
+    const password = inputs(
+      findResource(generated, "random:index/randomPassword:RandomPassword", "scaler-token"),
+    );
+    assert.ok(password.length >= 32);
+    const secret = inputs(findResource(generated, "kubernetes:core/v1:Secret", "master-tokens"));
+    const tokens = new Set([
+      secret.stringData.apiToken,
+      secret.stringData.workerToken,
+      secret.stringData.scalerToken,
+    ]);
+    assert.equal(tokens.size, 3, "three different tokens");
+
+    const configured = await evaluateStack("minikube", {
+      "taskfleet:scalerToken": "configured-scaler-token-0123456789abcdef",
+    });
+    assert.equal(
+      resourcesOfType(configured, "random:index/randomPassword:RandomPassword").filter(
+        (r) => r.name === "scaler-token",
+      ).length,
+      0,
+    );
+    assert.equal(
+      inputs(findResource(configured, "kubernetes:core/v1:Secret", "master-tokens")).stringData
+        .scalerToken,
+      "configured-scaler-token-0123456789abcdef",
+    );
+  });
+
+  it("is not made for a CPU-sized stack", async () => {
+    const evaluation = await evaluateStack("dev");
+    assert.equal(
+      resourcesOfType(evaluation, "random:index/randomPassword:RandomPassword").filter(
+        (r) => r.name === "scaler-token",
+      ).length,
+      0,
+    );
+  });
+});

@@ -4,6 +4,7 @@ import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { ConfigMap, Namespace, Secret, Service } from "kubernetes-models/v1";
 import type { RecordedResource, StackEvaluation } from "./harness";
+import { type KedaKind, kedaValidator } from "./keda-crds";
 
 /** A stack's evaluation, or a component's (`evaluateComponent`): what the lookups below read. */
 type Evaluated = Pick<StackEvaluation, "stack" | "resources">;
@@ -39,6 +40,15 @@ const model =
   (data) =>
     new Model(data as never).validate();
 
+/** A KEDA kind, validated against its CRD (fetched on first use). */
+const keda = (kind: KedaKind): Validate => {
+  let validate: Validate | undefined;
+  return (data) => {
+    validate ??= kedaValidator(kind);
+    validate(data);
+  };
+};
+
 /**
  * The OpenAPI model for every Kubernetes type the program may declare. A type missing here fails
  * the validation test, so a new kind of object cannot slip through unvalidated.
@@ -53,6 +63,8 @@ export const kubernetesModels: Record<string, Validate> = {
   "kubernetes:autoscaling/v2:HorizontalPodAutoscaler": model(HorizontalPodAutoscaler),
   "kubernetes:policy/v1:PodDisruptionBudget": model(PodDisruptionBudget),
   "kubernetes:networking.k8s.io/v1:NetworkPolicy": model(NetworkPolicy),
+  "kubernetes:keda.sh/v1alpha1:ScaledObject": keda("ScaledObject"),
+  "kubernetes:keda.sh/v1alpha1:TriggerAuthentication": keda("TriggerAuthentication"),
 };
 
 // Loose views of the recorded inputs, for reading them in tests.

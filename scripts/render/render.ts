@@ -51,6 +51,9 @@ const kindOrder = [
   "Service",
   "Ingress",
   "HorizontalPodAutoscaler",
+  // KEDA's: the autoscaler's credentials before the ScaledObject that names them.
+  "TriggerAuthentication",
+  "ScaledObject",
   "PodDisruptionBudget",
 ];
 

@@ -8,12 +8,16 @@ import { randomBytes } from "node:crypto";
 import { appendFileSync } from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { kedaCrdDirectory } from "../../infra/testing/keda-crds";
 import { clusterMode, type E2eEnvironment, type PreviewStep, setUp } from "./engine";
 
 const Deployment = "kubernetes:apps/v1:Deployment";
 const StatefulSet = "kubernetes:apps/v1:StatefulSet";
 const Secret = "kubernetes:core/v1:Secret";
 const Hpa = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler";
+const ScaledObject = "kubernetes:keda.sh/v1alpha1:ScaledObject";
+const TriggerAuthentication = "kubernetes:keda.sh/v1alpha1:TriggerAuthentication";
+const NetworkPolicy = "kubernetes:networking.k8s.io/v1:NetworkPolicy";
 
 /** The stack's own settings: small, and distinct from the defaults so a change is visible. */
 const workerMaxReplicas = 3;
@@ -109,6 +113,9 @@ describe("the real engine against a real API server", () => {
     });
   }
 
+  /** What a preview would do to Kubernetes objects. */
+  const kubernetesChanges = () =>
+    e2e.previewChanges().filter((s) => s.type.startsWith("kubernetes:"));
   const json = (args: string[]) => JSON.parse(e2e.kubectl([...args, "-o", "json"]).stdout);
 
   step("pulumi preview lists every resource of the stack, all to be created", () => {
@@ -438,12 +445,7 @@ describe("the real engine against a real API server", () => {
         "--stack",
         e2e.stack,
       ]);
-      const changed = new Set(
-        e2e
-          .previewChanges()
-          .filter((s) => s.type.startsWith("kubernetes:"))
-          .map((s) => `${s.type}::${s.name}`),
-      );
+      const changed = new Set(kubernetesChanges().map((s) => `${s.type}::${s.name}`));
       assert.deepEqual([...changed].sort(), [
         `${Deployment}::master`,
         `${StatefulSet}::redis`,
@@ -463,13 +465,111 @@ describe("the real engine against a real API server", () => {
     },
   );
 
+  step(
+    "switching to the queue autoscaler: KEDA's CRDs accept the ScaledObject, which replaces the HPA, from zero pods",
+    () => {
+      // KEDA itself is "present": its CRDs, from the release the program pins, are what the API
+      // server checks the objects against (schema and CEL rules); no operator acts on them here.
+      e2e.kubectl(["apply", "--server-side", "-f", kedaCrdDirectory()]);
+      for (const crd of ["scaledobjects.keda.sh", "triggerauthentications.keda.sh"]) {
+        e2e.kubectl(["wait", "crd", crd, "--for=condition=Established", "--timeout=60s"]);
+      }
+      for (const [key, value] of [
+        ["taskfleet:autoscaler", "queue"],
+        ["taskfleet:keda", "present"],
+        ["taskfleet:workerMinReplicas", "0"],
+        ["taskfleet:workerPollingSeconds", "5"],
+      ]) {
+        e2e.pulumi(["config", "set", key as string, value as string, "--stack", e2e.stack]);
+      }
+      if (e2e.mode === "toolchain") {
+        e2e.pulumi([
+          "config",
+          "set",
+          "--secret",
+          "taskfleet:scalerToken",
+          configSecret(),
+          "--stack",
+          e2e.stack,
+        ]);
+      }
+      const changes = new Set(kubernetesChanges().map((s) => `${s.op} ${s.type}::${s.name}`));
+      for (const expected of [
+        `create ${ScaledObject}::workers`,
+        `create ${TriggerAuthentication}::workers-scaler`,
+        `delete ${Hpa}::workers`,
+        // The masters get SCALER_TOKEN, and KEDA's namespace their internal port.
+        `update ${Deployment}::master`,
+        `update ${NetworkPolicy}::network-master-ingress`,
+      ]) {
+        assert.ok(changes.has(expected), `${expected} in\n${[...changes].join("\n")}`);
+      }
+      e2e.pulumi(["up", "--yes", "--skip-preview", "--stack", e2e.stack]);
+      e2e.kubectl(["-n", e2e.namespace, "rollout", "status", "deployment", "--timeout=180s"]);
+
+      assert.deepEqual(json(["-n", e2e.namespace, "get", "hpa"]).items, [], "no HPA of ours");
+      const [scaled, ...others] = json(["-n", e2e.namespace, "get", "scaledobjects"]).items;
+      assert.deepEqual(others, []);
+      assert.equal(scaled.spec.minReplicaCount, 0);
+      assert.equal(scaled.spec.maxReplicaCount, workerMaxReplicas + 2);
+      assert.equal(scaled.spec.pollingInterval, 5);
+      const workers = json([
+        "-n",
+        e2e.namespace,
+        "get",
+        "deployments",
+        "-l",
+        "app.kubernetes.io/component=worker",
+      ]).items[0];
+      assert.equal(scaled.spec.scaleTargetRef.name, workers.metadata.name);
+      const [backlog] = scaled.spec.triggers;
+      assert.match(
+        backlog.metadata.url,
+        new RegExp(
+          `^http://master-internal-[a-z0-9]+\\.${e2e.namespace}\\.svc\\.cluster\\.local:80/scaler/v1/backlog$`,
+        ),
+      );
+      const [auth] = json(["-n", e2e.namespace, "get", "triggerauthentications"]).items;
+      assert.equal(backlog.authenticationRef.name, auth.metadata.name);
+      const [ref] = auth.spec.secretTargetRef;
+      const secret = json(["-n", e2e.namespace, "get", "secret", ref.name]);
+      assert.ok(secret.data[ref.key], `the Secret ${ref.name} holds ${ref.key}`);
+      const master = json([
+        "-n",
+        e2e.namespace,
+        "get",
+        "deployments",
+        "-l",
+        "app.kubernetes.io/component=master",
+      ]).items[0];
+      const scalerToken = master.spec.template.spec.containers[0].env.find(
+        (e: { name: string }) => e.name === "SCALER_TOKEN",
+      );
+      assert.deepEqual(scalerToken?.valueFrom?.secretKeyRef, { name: ref.name, key: ref.key });
+
+      // The API server holds the ScaledObject to KEDA's rules: one that breaks them is refused.
+      const broken = structuredClone(scaled);
+      for (const field of ["uid", "resourceVersion", "creationTimestamp", "managedFields"]) {
+        delete broken.metadata[field];
+      }
+      broken.metadata.name = "taskfleet-e2e-broken";
+      broken.spec.minReplicaCount = 9;
+      const refused = e2e.kubectl(["-n", e2e.namespace, "apply", "--dry-run=server", "-f", "-"], {
+        allowFailure: true,
+        input: JSON.stringify(broken),
+      });
+      assert.notEqual(refused.status, 0);
+      assert.match(refused.stderr, /minReplicaCount must be less than or equal to maxReplicaCount/);
+    },
+  );
+
   step("pulumi destroy leaves nothing of the stack in the cluster", () => {
     e2e.pulumi(["destroy", "--yes", "--skip-preview", "--stack", e2e.stack]);
     const namespace = e2e.kubectl(["get", "namespace", e2e.namespace], { allowFailure: true });
     assert.notEqual(namespace.status, 0, "the namespace is gone");
     const left = json([
       "get",
-      "all,secrets,configmaps,pvc,pdb,networkpolicies,hpa",
+      "all,secrets,configmaps,pvc,pdb,networkpolicies,hpa,scaledobjects,triggerauthentications",
       "--all-namespaces",
       "-l",
       "app.kubernetes.io/part-of=taskfleet",

@@ -1,4 +1,4 @@
-import type { ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as net from "node:net";
 import { createInterface } from "node:readline";
@@ -6,6 +6,7 @@ import {
   ensureBuilt,
   exited,
   type LocalService,
+  productionNodeArgs,
   spawnService,
   waitUntilReady,
 } from "../../scripts/local-services";
@@ -51,16 +52,32 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** Options of {@link Fleet.start}. */
+export interface FleetOptions {
+  /**
+   * The entry point every worker of the fleet runs: by default the built service's own; a copy's
+   * for a test with task types of its own (worker-copy.ts).
+   */
+  workerEntry?: string;
+}
+
 /**
- * Starts a built service with `env` and collects its JSON log lines; every such child is killed
- * when the test process exits.
+ * Starts a built service with `env` (from `entry` when given, as the service runs otherwise) and
+ * collects its JSON log lines; every such child is killed when the test process exits.
  */
 export function watch(
   name: string,
   service: LocalService,
   env: Record<string, string>,
+  entry?: string,
 ): FleetProcess {
-  const child = spawnService(service, env);
+  const child =
+    entry === undefined
+      ? spawnService(service, env)
+      : spawn(process.execPath, [...productionNodeArgs, entry], {
+          env: { ...process.env, ...env },
+          stdio: ["ignore", "pipe", "pipe"],
+        });
   everyChild.add(child);
   const logs: Record<string, unknown>[] = [];
   const stderr: string[] = [];
@@ -95,6 +112,7 @@ export class Fleet {
     readonly url: string,
     readonly master: FleetProcess,
     private readonly workerToken: string,
+    private readonly options: FleetOptions,
   ) {}
 
   /** Builds both services if their sources changed since the last build (once per test process). */
@@ -103,7 +121,10 @@ export class Fleet {
   }
 
   /** Builds the services if needed, starts a master and waits until it is ready. */
-  static async start(masterEnv: Record<string, string> = {}): Promise<Fleet> {
+  static async start(
+    masterEnv: Record<string, string> = {},
+    options: FleetOptions = {},
+  ): Promise<Fleet> {
     Fleet.build();
     const port = await freePort();
     const workerToken = randomBytes(16).toString("hex");
@@ -118,12 +139,18 @@ export class Fleet {
     });
     const url = `http://127.0.0.1:${port}`;
     await waitUntilReady(`${url}/readyz`, master.child);
-    return new Fleet(url, master, workerToken);
+    return new Fleet(url, master, workerToken, options);
   }
 
   /** Starts a worker and waits until it has logged that it runs. */
   async addWorker(env: Record<string, string> = {}): Promise<FleetProcess> {
-    const worker = startWorker(`worker-${this.nextWorker++}`, this.url, this.workerToken, env);
+    const worker = startWorker(
+      `worker-${this.nextWorker++}`,
+      this.url,
+      this.workerToken,
+      env,
+      this.options.workerEntry,
+    );
     this.workers.push(worker.process);
     await worker.started;
     return worker.process;
@@ -213,22 +240,28 @@ export async function until(
 
 /** Log lines of `process` with message `msg` about task `taskId`. */
 /**
- * A worker process named `name` (its WORKER_ID too) of the built service, sending to `masterUrl`,
- * logging at debug; `started` settles once it has logged that it runs.
+ * A worker process named `name` (its WORKER_ID too) of the built service (or run from `entry`),
+ * sending to `masterUrl`, logging at debug; `started` settles once it has logged that it runs.
  */
 export function startWorker(
   name: string,
   masterUrl: string,
   workerToken: string,
   env: Record<string, string> = {},
+  entry?: string,
 ): { process: FleetProcess; started: Promise<void> } {
-  const worker = watch(name, "worker", {
-    MASTER_URL: masterUrl,
-    WORKER_TOKEN: workerToken,
-    WORKER_ID: name,
-    LOG_LEVEL: "debug",
-    ...env,
-  });
+  const worker = watch(
+    name,
+    "worker",
+    {
+      MASTER_URL: masterUrl,
+      WORKER_TOKEN: workerToken,
+      WORKER_ID: name,
+      LOG_LEVEL: "debug",
+      ...env,
+    },
+    entry,
+  );
   const started = until(
     () => worker.logs.some((line) => line.msg === "worker started"),
     10_000,

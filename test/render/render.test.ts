@@ -74,7 +74,9 @@ describe("npm run render", () => {
       "Deployment",
       "Service",
       "Service",
-      "HorizontalPodAutoscaler",
+      // prod's workers are sized by the queue: KEDA's objects, not an HPA of ours.
+      "TriggerAuthentication",
+      "ScaledObject",
       "PodDisruptionBudget",
     ]);
   });

@@ -42,14 +42,14 @@ describe("the staleness check", () => {
     const dir = copyOfCommitted();
     const file = path.join(dir, "prod", "kubernetes.yaml");
     const lines = fs.readFileSync(file, "utf8").split("\n");
-    const line = lines.findIndex((text) => /^ {2}maxReplicas: \d+$/.test(text));
-    assert.notEqual(line, -1, "prod has no autoscaler maxReplicas line");
-    lines[line] = "  maxReplicas: 999";
+    const line = lines.findIndex((text) => /^ {2}maxReplicaCount: \d+$/.test(text));
+    assert.notEqual(line, -1, "prod has no autoscaler maxReplicaCount line");
+    lines[line] = "  maxReplicaCount: 999";
     fs.writeFileSync(file, lines.join("\n"));
     assert.equal(
       firstDifference(fresh, readRendered(dir)),
       `rendered/prod/kubernetes.yaml:${line + 1} differs\n` +
-        `  committed: "  maxReplicas: 999"\n` +
+        `  committed: "  maxReplicaCount: 999"\n` +
         `  rendered:  ${JSON.stringify(fresh.get("prod/kubernetes.yaml")?.split("\n")[line])}`,
     );
   });

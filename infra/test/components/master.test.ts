@@ -60,6 +60,7 @@ function args(overrides: Partial<MasterArgs> = {}): MasterArgs {
     redis: redis(),
     apiToken: pulumi.secret(apiToken),
     workerToken: pulumi.secret(workerToken),
+    scalerToken: undefined,
     leaseSeconds: 45,
     maxAttempts: 5,
     resultTtlSeconds: 7200,

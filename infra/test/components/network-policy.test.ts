@@ -27,6 +27,7 @@ function args(overrides: Partial<NetworkPoliciesArgs> = {}): NetworkPoliciesArgs
     masterSelector,
     workerSelector,
     metricsNamespaces: ["monitoring", "gmp-system"],
+    scalerNamespace: undefined,
     redis: { kind: "pods", selector: redisSelector, port: 6379 },
     ...overrides,
   };

@@ -13,13 +13,21 @@ export type StoreKind = (typeof storeKinds)[number];
  */
 export const masterEnv = {
   PORT: integer({ min: 1, max: 65535, default: 8080 }),
-  /** Set: the worker API and /metrics are served on this port only, the client API on PORT only. */
+  /**
+   * Set: the worker API, the scaler's backlog and /metrics are served on this port only, the client
+   * API on PORT only.
+   */
   INTERNAL_PORT: integer({ min: 1, max: 65535 }),
   /** Unset: 127.0.0.1 without API_TOKEN, 0.0.0.0 with it. */
   HOST: host(),
   /** Set: `/v1/*` needs `Authorization: Bearer <API_TOKEN>`. */
   API_TOKEN: token({ required: false }),
   WORKER_TOKEN: token({ required: true }),
+  /**
+   * Set: `GET /scaler/v1/backlog` (on the internal port, for an autoscaler such as KEDA) needs
+   * `Authorization: Bearer <SCALER_TOKEN>`; unset: that route answers 404.
+   */
+  SCALER_TOKEN: token({ required: false }),
   LEASE_SECONDS: integer({ min: limits.leaseSecondsMin, max: limits.leaseSecondsMax, default: 30 }),
   MAX_ATTEMPTS: integer({ min: 1, max: limits.maxAttempts, default: 3 }),
   TASK_TIMEOUT_SECONDS: integer({ min: 1, max: limits.timeoutSeconds, default: 300 }),

@@ -13,6 +13,7 @@ import {
 import { createMetrics } from "./metrics.js";
 import { exposureOf, InternalListener } from "./ports.js";
 import { healthRoutes } from "./routes/health.js";
+import { scalerRoutes } from "./routes/scaler.js";
 import { taskRoutes } from "./routes/tasks.js";
 import { workerRoutes } from "./routes/worker.js";
 import { openStore } from "./store/open-store.js";
@@ -114,10 +115,13 @@ export function buildApp(options: AppOptions): FastifyInstance {
   app.setErrorHandler(handleError);
   // Fastify reads and parses the body of a request to an unknown route before its not-found
   // handler runs; this hook answers first, so such a request costs its headers and no more.
-  // Under /v1 and /worker the token is checked first, as on the real routes, so that a client
-  // without one learns nothing about which routes exist.
+  // Under /v1, /worker and /scaler the token is checked first, as on the real routes, so that a
+  // client without one learns nothing about which routes exist.
   const apiAuth = config.apiToken === undefined ? undefined : requireBearer(config.apiToken);
   const workerAuth = requireBearer(config.workerToken);
+  const scalerAuth =
+    config.scalerToken === undefined ? undefined : requireBearer(config.scalerToken);
+  const under = (path: string, prefix: string) => path === prefix || path.startsWith(`${prefix}/`);
   app.addHook("onRequest", async (request, reply) => {
     const path = request.url.split("?", 1)[0] as string;
     // With two ports, a route exists only on its own: the load balancer's port shows nothing of
@@ -131,17 +135,18 @@ export function buildApp(options: AppOptions): FastifyInstance {
           .send(
             errorBody(
               404,
-              `no route for ${request.method} ${path} on this port; the ${exposure === "public" ? "client API is served on the master's public port" : "worker API and /metrics are served on the master's internal port"}`,
+              `no route for ${request.method} ${path} on this port; the ${exposure === "public" ? "client API is served on the master's public port" : "worker API, the scaler's backlog and /metrics are served on the master's internal port"}`,
             ),
           );
       }
     }
     if (!request.is404) return;
-    const auth =
-      path === "/v1" || path.startsWith("/v1/")
-        ? apiAuth
-        : path === "/worker" || path.startsWith("/worker/")
-          ? workerAuth
+    const auth = under(path, "/v1")
+      ? apiAuth
+      : under(path, "/worker")
+        ? workerAuth
+        : under(path, "/scaler")
+          ? scalerAuth
           : undefined;
     if (auth !== undefined) {
       await auth(request, reply);
@@ -205,6 +210,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     maxResultBytes: maxPayloadBytes(config.bodyLimitBytes),
     completeBodyLimitBytes: completeBodyLimitBytes(config.bodyLimitBytes),
   });
+  app.register(scalerRoutes, { prefix: "/scaler/v1", store, scalerToken: config.scalerToken });
 
   // Both ports stop taking connections together when closing begins.
   app.addHook("preClose", (done) => {

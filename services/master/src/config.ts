@@ -31,6 +31,11 @@ export interface MasterConfig {
   apiToken: string | undefined;
   /** `/worker/v1/*` always needs `Authorization: Bearer <workerToken>`. */
   workerToken: string;
+  /**
+   * When set, `GET /scaler/v1/backlog` needs `Authorization: Bearer <scalerToken>`; unset, that
+   * route answers 404.
+   */
+  scalerToken: string | undefined;
   leaseSeconds: number;
   maxAttempts: number;
   taskTimeoutSeconds: number;
@@ -112,6 +117,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): MasterConfig {
     host: e.HOST ?? (e.API_TOKEN === undefined ? "127.0.0.1" : "0.0.0.0"),
     apiToken: e.API_TOKEN,
     workerToken: e.WORKER_TOKEN,
+    scalerToken: e.SCALER_TOKEN,
     leaseSeconds: e.LEASE_SECONDS,
     maxAttempts: e.MAX_ATTEMPTS,
     taskTimeoutSeconds: e.TASK_TIMEOUT_SECONDS,

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { backlogOf, readyTasksPerSlot } from "./backlog.js";
 import type { StoreObserver, StoreStats } from "./store/task-store.js";
 
 /** The master's Prometheus metrics, each app with its own registry (tests build many apps). */
@@ -17,6 +18,16 @@ export function createMetrics(): MasterMetrics {
   collectDefaultMetrics({ register: registry, prefix: "taskfleet_" });
 
   let statsSource: (() => Promise<StoreStats>) | undefined;
+  // A scrape collects every gauge at once: they share one read of the store (one Redis script
+  // with STORE=redis) rather than making one each.
+  let scrape: Promise<StoreStats> | undefined;
+  const readStats = (): Promise<StoreStats> | undefined => {
+    if (statsSource === undefined) return undefined;
+    scrape ??= statsSource().finally(() => {
+      scrape = undefined;
+    });
+    return scrape;
+  };
   const registers = [registry];
 
   const submitted = new Counter({
@@ -54,8 +65,8 @@ export function createMetrics(): MasterMetrics {
     labelNames: ["status"] as const,
     registers,
     async collect() {
-      if (statsSource === undefined) return;
-      const stats = await statsSource();
+      const stats = await readStats();
+      if (stats === undefined) return;
       this.set({ status: "queued" }, stats.queued);
       this.set({ status: "delayed" }, stats.delayed);
       this.set({ status: "running" }, stats.running);
@@ -67,7 +78,35 @@ export function createMetrics(): MasterMetrics {
     help: "Distinct workers seen on the worker routes in the last minute.",
     registers,
     async collect() {
-      if (statsSource !== undefined) this.set((await statsSource()).activeWorkers);
+      const stats = await readStats();
+      if (stats !== undefined) this.set(stats.activeWorkers);
+    },
+  });
+  new Gauge({
+    name: "taskfleet_worker_slots",
+    help: "Task slots (CONCURRENCY) of the active workers together, as each reported on its latest lease.",
+    registers,
+    async collect() {
+      const stats = await readStats();
+      if (stats !== undefined) this.set(stats.workerSlots);
+    },
+  });
+  new Gauge({
+    name: "taskfleet_oldest_queued_task_age_seconds",
+    help: "How long the next task a lease takes has been ready to run (0: none is ready).",
+    registers,
+    async collect() {
+      const stats = await readStats();
+      if (stats !== undefined) this.set(stats.oldestQueuedSeconds);
+    },
+  });
+  new Gauge({
+    name: "taskfleet_queued_tasks_per_worker_slot",
+    help: "Tasks ready to lease per worker slot (0: none is ready; +Inf: some are, and no slot).",
+    registers,
+    async collect() {
+      const stats = await readStats();
+      if (stats !== undefined) this.set(readyTasksPerSlot(backlogOf(stats)));
     },
   });
   new Gauge({
@@ -75,7 +114,8 @@ export function createMetrics(): MasterMetrics {
     help: "What the tasks held count against MEMORY_BUDGET_BYTES (estimated heap bytes).",
     registers,
     async collect() {
-      if (statsSource !== undefined) this.set((await statsSource()).budgetUsedBytes);
+      const stats = await readStats();
+      if (stats !== undefined) this.set(stats.budgetUsedBytes);
     },
   });
   const httpDuration = new Histogram({

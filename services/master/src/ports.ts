@@ -3,14 +3,15 @@ import { createServer, type Server as NetServer, type Socket } from "node:net";
 
 /**
  * Which of the master's two ports serves a path once INTERNAL_PORT is set: the client API on the
- * public port (behind the load balancer), the worker API and the metrics on the internal one
- * (reached only from inside the cluster), health on both.
+ * public port (behind the load balancer), the worker API, the autoscaler's backlog and the metrics
+ * on the internal one (reached only from inside the cluster), health on both.
  */
 export type Exposure = "public" | "internal" | "both";
 
 export function exposureOf(path: string): Exposure {
   if (path === "/v1" || path.startsWith("/v1/")) return "public";
   if (path === "/worker" || path.startsWith("/worker/") || path === "/metrics") return "internal";
+  if (path === "/scaler" || path.startsWith("/scaler/")) return "internal";
   return "both";
 }
 

@@ -26,6 +26,7 @@ describe("master configuration", () => {
       host: "127.0.0.1",
       apiToken: undefined,
       workerToken: "w",
+      scalerToken: undefined,
       leaseSeconds: 30,
       maxAttempts: 3,
       taskTimeoutSeconds: 300,
@@ -58,6 +59,7 @@ describe("master configuration", () => {
       HOST: "127.0.0.1",
       API_TOKEN: "a",
       WORKER_TOKEN: "w",
+      SCALER_TOKEN: "s",
       LEASE_SECONDS: "5",
       MAX_ATTEMPTS: "7",
       TASK_TIMEOUT_SECONDS: "60",
@@ -77,6 +79,7 @@ describe("master configuration", () => {
     assert.equal(config.internalPort, 9001);
     assert.equal(config.host, "127.0.0.1");
     assert.equal(config.apiToken, "a");
+    assert.equal(config.scalerToken, "s");
     assert.equal(config.leaseSeconds, 5);
     assert.equal(config.maxAttempts, 7);
     assert.equal(config.taskTimeoutSeconds, 60);
@@ -267,10 +270,11 @@ describe("master configuration", () => {
   });
 
   it("rejects blank tokens without echoing them", () => {
-    const problems = problemsFor({ WORKER_TOKEN: "   ", API_TOKEN: "" });
+    const problems = problemsFor({ WORKER_TOKEN: "   ", API_TOKEN: "", SCALER_TOKEN: " " });
     assert.deepEqual(problems, [
       "API_TOKEN must be a non-empty string",
       "WORKER_TOKEN must be a non-empty string",
+      "SCALER_TOKEN must be a non-empty string",
     ]);
   });
 

@@ -139,6 +139,37 @@ describe("redis store: several masters on one Redis", { skip }, () => {
     assert.equal((await a.stats()).failed, 50);
   });
 
+  it("gives every store on the same Redis the same backlog figures, whichever served the calls", async (t) => {
+    const clock = new FakeClock();
+    const prefix = `shared-${++stores}:`;
+    // One store takes the submissions, another the leases; the third only reads.
+    const [a, b, c] = [1, 2, 3].map(() => redisStore(t, { ...base, prefix, now: clock.now }));
+    assert.ok(a && b && c);
+    const spec = { type: "echo", maxAttempts: 3, timeoutSeconds: 60 };
+    await a.submit(Array.from({ length: 5 }, (_, n) => ({ ...spec, payload: n })));
+    clock.advance(2000);
+    await a.submit([{ ...spec, payload: 5 }]);
+    clock.advance(500);
+    assert.equal((await b.lease("w1", 2, 0, { slots: 8 })).length, 2);
+    // A worker that sends no slots counts the max it asked for.
+    assert.equal((await b.lease("w2", 1, 0)).length, 1);
+    const [fromA, fromB, fromC] = await Promise.all([a.stats(), b.stats(), c.stats()]);
+    assert.deepEqual(fromB, fromA);
+    assert.deepEqual(fromC, fromA);
+    const { queued, delayed, running, activeWorkers, workerSlots, oldestQueuedSeconds } = fromA;
+    assert.deepEqual(
+      { queued, delayed, running, activeWorkers, workerSlots, oldestQueuedSeconds },
+      {
+        queued: 3,
+        delayed: 0,
+        running: 3,
+        activeWorkers: 2,
+        workerSlots: 9,
+        oldestQueuedSeconds: 2.5,
+      },
+    );
+  });
+
   it("keeps its keys under its prefix", async (t) => {
     const prefix = `own-${++stores}:`;
     const store = redisStore(t, { ...base, prefix });

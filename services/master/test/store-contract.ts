@@ -248,7 +248,7 @@ export function storeContract(
       const { store } = await make(t, { now: undefined });
       const controller = new AbortController();
       const started = performance.now();
-      const polling = store.lease("w1", 1, 30_000, controller.signal);
+      const polling = store.lease("w1", 1, 30_000, { signal: controller.signal });
       await sleep(20);
       controller.abort();
       assert.deepEqual(await polling, []);
@@ -724,6 +724,8 @@ export function storeContract(
         failed: 1,
         retained: 2,
         activeWorkers: 2,
+        workerSlots: 4,
+        oldestQueuedSeconds: 0,
       });
       assert.ok(budgetUsedBytes >= 3 * TASK_OVERHEAD_BYTES, `budget ${budgetUsedBytes}`);
     });
@@ -758,6 +760,122 @@ export function storeContract(
       assert.deepEqual((await store.renew("w1", [ref(task)])).renewed, [id]);
       assert.deepEqual((await store.complete("w1", [ok(task, 1)])).accepted, [id]);
       assert.equal((await store.stats()).queued, 1);
+    });
+  });
+
+  describe(`${name}: backlog figures`, { skip }, () => {
+    /** The two figures an autoscaler reads besides the counts. */
+    async function backlog(store: TaskStore) {
+      const { oldestQueuedSeconds, workerSlots } = await store.stats();
+      return { oldestQueuedSeconds, workerSlots };
+    }
+
+    it("reports no wait and no slots when nothing is queued and no worker has called", async (t) => {
+      const { store } = await make(t);
+      assert.deepEqual(await backlog(store), { oldestQueuedSeconds: 0, workerSlots: 0 });
+    });
+
+    it("measures how long the next task to lease has been ready, until it is leased", async (t) => {
+      const { store, clock } = await make(t);
+      await submitOne(store, 1);
+      clock.advance(1500);
+      await submitOne(store, 2);
+      assert.equal((await store.stats()).oldestQueuedSeconds, 1.5);
+      clock.advance(500);
+      assert.equal((await store.stats()).oldestQueuedSeconds, 2);
+      // The first task leaves the queue; the second has waited since it was submitted.
+      assert.equal((await store.lease("w1", 1, 0))[0]?.payload, 1);
+      assert.equal((await store.stats()).oldestQueuedSeconds, 0.5);
+      await store.lease("w1", 1, 0);
+      assert.equal((await store.stats()).oldestQueuedSeconds, 0);
+    });
+
+    it("leaves out a task waiting out its backoff, and counts the retry from when it ended", async (t) => {
+      // Jitter at its top: the first retry waits 1000 ms.
+      const { store, clock, sweep } = await make(t, { random: () => 0.999999 });
+      await submitOne(store, 1);
+      const [task] = await store.lease("w1", 1, 0);
+      await store.complete("w1", [fail(task, "boom")]);
+      const waiting = await store.stats();
+      assert.deepEqual([waiting.queued, waiting.delayed, waiting.oldestQueuedSeconds], [1, 1, 0]);
+      clock.advance(3000);
+      await sweep();
+      const ready = await store.stats();
+      assert.deepEqual([ready.queued, ready.delayed], [1, 0]);
+      // Ready since the backoff ended (1 s after the failure), not since the sweep saw it.
+      assert.equal(ready.oldestQueuedSeconds, 2);
+    });
+
+    it("counts a task whose lease ran out from when it ran out", async (t) => {
+      const { store, clock, sweep } = await make(t);
+      await submitOne(store, 1);
+      await store.lease("w1", 1, 0);
+      assert.equal((await store.stats()).oldestQueuedSeconds, 0);
+      clock.advance(LEASE_MS + 2000);
+      await sweep();
+      assert.equal((await store.stats()).oldestQueuedSeconds, 2);
+    });
+
+    it("counts a released task from when it was first ready, as if it had never been leased", async (t) => {
+      const { store, clock } = await make(t);
+      await submitOne(store, 1);
+      clock.advance(1000);
+      const [task] = await store.lease("w1", 1, 0);
+      clock.advance(1000);
+      await submitOne(store, 2);
+      assert.deepEqual((await store.release("w1", [ref(task)])).released, [task?.id]);
+      assert.equal((await store.stats()).oldestQueuedSeconds, 2);
+    });
+
+    it("sums the slots of the workers, each as its latest lease request reported them", async (t) => {
+      const { store } = await make(t);
+      await store.lease("a", 2, 0, { slots: 8 });
+      await store.lease("b", 1, 0, { slots: 4 });
+      assert.equal((await store.stats()).workerSlots, 12);
+      // A later report replaces the earlier one.
+      await store.lease("a", 1, 0, { slots: 16 });
+      assert.equal((await store.stats()).workerSlots, 20);
+      // A worker that sends no slots counts the max of its latest request.
+      await store.lease("old", 3, 0);
+      assert.equal((await store.stats()).workerSlots, 23);
+      await store.lease("old", 2, 0);
+      assert.equal((await store.stats()).workerSlots, 22);
+      // Other calls keep a worker active without changing its slots.
+      await store.renew("b", []);
+      await store.complete("b", []);
+      await store.release("b", []);
+      assert.deepEqual(await backlog(store), { oldestQueuedSeconds: 0, workerSlots: 22 });
+    });
+
+    it("counts only the slots of workers that called within the active window", async (t) => {
+      const { store, clock, sweep } = await make(t);
+      await store.lease("gone", 1, 0, { slots: 8 });
+      await store.lease("busy", 1, 0, { slots: 2 });
+      clock.advance(30_000);
+      await store.lease("new", 1, 0, { slots: 4 });
+      // A worker whose slots are all busy does not lease, but renews: it stays active.
+      await store.renew("busy", []);
+      assert.equal((await store.stats()).workerSlots, 14);
+      clock.advance(30_001);
+      const stats = await store.stats();
+      assert.deepEqual([stats.activeWorkers, stats.workerSlots], [2, 6]);
+      await sweep();
+      assert.equal((await store.stats()).workerSlots, 6);
+      clock.advance(30_000);
+      await sweep();
+      assert.deepEqual(await backlog(store), { oldestQueuedSeconds: 0, workerSlots: 0 });
+    });
+
+    it("forgets a worker's slots with the worker: back with a renewal only, it counts none", async (t) => {
+      const { store, clock, sweep } = await make(t);
+      await store.lease("w1", 1, 0, { slots: 8 });
+      clock.advance(60_001);
+      await sweep();
+      await store.renew("w1", []);
+      const stats = await store.stats();
+      assert.deepEqual([stats.activeWorkers, stats.workerSlots], [1, 0]);
+      await store.lease("w1", 1, 0, { slots: 4 });
+      assert.equal((await store.stats()).workerSlots, 4);
     });
   });
 

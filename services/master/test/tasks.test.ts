@@ -135,12 +135,14 @@ describe("submitting and reading tasks", () => {
     assert.equal("result" in res.json(), false);
   });
 
-  it("reports queue depth, running, finished and active workers in stats", async (t) => {
-    const { app } = startApp(t);
+  it("reports queue depth, running, finished, active workers and the backlog in stats", async (t) => {
+    const clock = new FakeClock();
+    const { app } = startApp(t, { store: { now: clock.now } });
     const tasks = Array.from({ length: 5 }, (_, n) => ({ type: "echo", payload: n }));
     await api(app, "POST", "/v1/tasks/batch", { tasks });
+    clock.advance(1250);
     const leased = await leaseTasks(app, 3, 0, "w1");
-    const [other] = await leaseTasks(app, 1, 0, "w2");
+    const [other] = (await worker(app, "lease", { workerId: "w2", max: 1, slots: 8 })).json().tasks;
     await worker(app, "complete", {
       workerId: "w2",
       results: [
@@ -162,6 +164,10 @@ describe("submitting and reading tasks", () => {
       // The overhead of 5 tasks, the slots of 3 live payloads (small integers) and of the result
       // null, and the error "no" (a string: header and two bytes a character, at most).
       budgetUsedBytes: 5 * TASK_OVERHEAD_BYTES + 4 * HEAP_BYTES.slot + HEAP_BYTES.string + 2 * 2,
+      // w1 sent no slots: its request's max counts.
+      workerSlots: 3 + 8,
+      // The one task still queued, since its submission.
+      oldestQueuedSeconds: 1.25,
     });
   });
 

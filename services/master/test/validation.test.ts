@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { workerEnv } from "@taskfleet/protocol/worker-env";
 import { API_TOKEN, api, postJsonText, startApp, WORKER_TOKEN, worker } from "./helper.js";
 
 describe("bad requests", () => {
@@ -197,6 +198,25 @@ describe("bad requests", () => {
     });
     assert.equal(complete.statusCode, 400);
     assert.equal(complete.json().message, "body/results/0/error is required");
+  });
+
+  it("takes a lease request's slots from 1 to the CONCURRENCY maximum, or none", async (t) => {
+    const { app } = startApp(t);
+    const { max } = workerEnv.CONCURRENCY;
+    for (const [slots, message] of [
+      [0, "body/slots must be >= 1"],
+      [max + 1, `body/slots must be <= ${max}`],
+      [1.5, "body/slots must be integer"],
+      ["4", "body/slots must be integer"],
+    ] as const) {
+      const res = await worker(app, "lease", { workerId: "w", max: 1, slots });
+      assert.equal(res.statusCode, 400, `slots ${slots}`);
+      assert.equal(res.json().message, message);
+    }
+    for (const slots of [1, max, undefined]) {
+      const res = await worker(app, "lease", { workerId: "w", max: 1, slots });
+      assert.equal(res.statusCode, 200, `slots ${slots}`);
+    }
   });
 });
 

@@ -31,6 +31,8 @@ async function main(): Promise<number> {
     workerToken: config.workerToken,
     // A payload came in a request the master took, as large as a result may be at most.
     leaseAnswerBytesPerTask: config.maxResultBytes + 2 * RESULT_ENVELOPE_BYTES,
+    // Reported with each lease: the master sums the slots of its workers for the autoscaler.
+    slots: config.concurrency,
   });
   const worker = new Worker({
     master,

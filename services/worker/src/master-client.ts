@@ -13,6 +13,7 @@ import {
   readReleaseAnswer,
   readRenewAnswer,
 } from "@taskfleet/protocol/wire";
+import { workerEnv } from "@taskfleet/protocol/worker-env";
 
 export type { CompleteResponse, LeaseAnswer, LeasedTask, LeaseRef, ReleaseResponse, RenewResponse };
 
@@ -81,6 +82,12 @@ export interface MasterClientOptions {
    * payload when it was submitted) plus 8 KiB for the task's other fields.
    */
   leaseAnswerBytesPerTask?: number;
+  /**
+   * The worker's task slots (its CONCURRENCY), sent with every lease request so that the master
+   * can tell the fleet's capacity (`workerSlots` in its stats). Unset: not sent, and the master
+   * counts each request's `max` instead.
+   */
+  slots?: number;
 }
 
 /** Renew, complete and release answers list ids the worker sent: a few MiB at the most. */
@@ -98,8 +105,15 @@ export class MasterClient implements MasterApi {
   private readonly authorization: string;
   private readonly requestTimeoutMs: number;
   private readonly leaseAnswerBytesPerTask: number;
+  private readonly slots: number | undefined;
 
   constructor(options: MasterClientOptions) {
+    const { slots } = options;
+    const { min, max } = workerEnv.CONCURRENCY;
+    if (slots !== undefined && !(Number.isInteger(slots) && slots >= min && slots <= max)) {
+      throw new RangeError(`slots must be an integer from ${min} to ${max} (got ${slots})`);
+    }
+    this.slots = slots;
     this.base = new URL(
       options.masterUrl.endsWith("/") ? options.masterUrl : `${options.masterUrl}/`,
     );
@@ -111,7 +125,7 @@ export class MasterClient implements MasterApi {
   }
 
   async lease(workerId: string, max: number, waitMs: number, signal?: AbortSignal) {
-    const body = JSON.stringify({ workerId, max, waitMs });
+    const body = JSON.stringify({ workerId, max, waitMs, slots: this.slots });
     const limit = max * this.leaseAnswerBytesPerTask + 64 * 1024;
     return readLeaseAnswer(await this.post("lease", body, limit, waitMs, signal), max);
   }

@@ -35,6 +35,12 @@ export interface WorkerOptions {
   /** After the grace time, how long shutdown keeps trying to release and complete. Default 5,000. */
   finalFlushMs?: number;
   /**
+   * On shutdown, a lease request sent less than this long ago is left to answer (its tasks are
+   * given back) before it is cut; an older one, a long poll the master holds for want of work, is
+   * cut at once. Counts within the grace time, not after it. Default 1,000.
+   */
+  leaseAnswerWaitMs?: number;
+  /**
    * `MAX_RESULT_BYTES`: a result whose JSON is larger fails its task at once (the master would
    * refuse the request); one `complete` request carries at most this plus 4 KiB. Default
    * 1 MiB − 4 KiB, for the master's default `BODY_LIMIT_BYTES`.
@@ -89,6 +95,7 @@ export class Worker {
   private readonly initialBackoffMs: number;
   private readonly maxBackoffMs: number;
   private readonly finalFlushMs: number;
+  private readonly leaseAnswerWaitMs: number;
 
   private readonly held = new Map<string, HeldTask>();
   private readonly results: ResultBatcher;
@@ -96,6 +103,10 @@ export class Worker {
 
   private readonly leaseBackoff: Backoff;
   private readonly stopController = new AbortController();
+  /** Cuts the lease request in flight on shutdown (see {@link leaseAnswerWaitMs}). */
+  private readonly leaseController = new AbortController();
+  /** When the last lease request was sent (`performance.now()`). */
+  private leaseSentAt = 0;
   private capacityWaiter: (() => void) | undefined;
   private idleWaiter: (() => void) | undefined;
   private reachable = true;
@@ -112,6 +123,7 @@ export class Worker {
     this.initialBackoffMs = options.initialBackoffMs ?? 100;
     this.maxBackoffMs = options.maxBackoffMs ?? 5_000;
     this.finalFlushMs = options.finalFlushMs ?? 5_000;
+    this.leaseAnswerWaitMs = options.leaseAnswerWaitMs ?? 1_000;
     const maxResultBytes = options.maxResultBytes ?? workerEnv.MAX_RESULT_BYTES.default;
     this.leaseBackoff = new Backoff(this.initialBackoffMs, this.maxBackoffMs);
     this.results = new ResultBatcher({
@@ -204,13 +216,14 @@ export class Worker {
         continue;
       }
       const askedAt = performance.now();
+      this.leaseSentAt = askedAt;
       let answer: LeaseAnswer;
       try {
         answer = await this.master.lease(
           this.workerId,
           free,
           this.longPollMs,
-          this.stopController.signal,
+          this.leaseController.signal,
         );
       } catch (error) {
         if (this.stopped) break;
@@ -352,9 +365,20 @@ export class Worker {
 
   private async stop(graceMs: number): Promise<void> {
     this.log.info({ held: this.held.size, graceMs }, "shutting down: leasing stopped");
+    const graceEnds = Date.now() + graceMs;
     this.stopController.abort(new ShuttingDown("worker shutting down"));
     this.wakeLeaseLoop();
+    // A lease request just sent is not cut at once: the master may have leased tasks to it
+    // already, and an answer never read would leave them running on the master, under leases
+    // nobody renews, until those expire (an attempt lost each, a task's last one failing it). Its
+    // answer comes in moments, and the lease loop gives its tasks back. An older request is a
+    // long poll the master holds for want of work: cut now, it leases nothing to a caller gone.
+    const cutLease = setTimeout(
+      () => this.leaseController.abort(new ShuttingDown("worker shutting down")),
+      Math.max(0, this.leaseSentAt + this.leaseAnswerWaitMs - performance.now()),
+    );
     await this.loop?.catch(() => undefined);
+    clearTimeout(cutLease);
 
     if (this.held.size > 0) {
       let timer: NodeJS.Timeout | undefined;
@@ -363,7 +387,7 @@ export class Worker {
           this.idleWaiter = resolve;
         }),
         new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, graceMs);
+          timer = setTimeout(resolve, Math.max(0, graceEnds - Date.now()));
         }),
       ]);
       clearTimeout(timer);

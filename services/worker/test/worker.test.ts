@@ -198,6 +198,27 @@ describe("worker", () => {
     assert.equal(master.callsTo("complete").length, 0);
   });
 
+  it("on shutdown gives back the tasks of a lease answer still on its way, rather than strand them", async () => {
+    const master = await fakeMaster();
+    // The master leases the tasks at once; its answer takes a moment to reach the worker.
+    master.answerDelayMs.lease = 300;
+    const ids = [master.add("sleep", { ms: 10 }), master.add("sleep", { ms: 10 })];
+    const started = await worker(master, { concurrency: 2 });
+    await master.until(() => ids.every((id) => master.tasks.get(id)?.status === "running"));
+    await started.stop(5000);
+    const released = master.callsTo("release").flatMap((call) => call.body.leases);
+    assert.deepEqual(
+      released.map((lease) => (lease as { id: string }).id).sort(),
+      [...ids].sort(),
+      "tasks leased to the worker as it stopped were left running on the master",
+    );
+    for (const id of ids) {
+      assert.equal(master.tasks.get(id)?.status, "queued");
+      assert.equal(master.tasks.get(id)?.attempts, 0);
+    }
+    assert.equal(started.logs.filter((line) => line.msg === "task started").length, 0);
+  });
+
   it("keeps its results and retries with backoff while the master is down, logging once", async () => {
     const master = await fakeMaster();
     const { logs } = await worker(master);

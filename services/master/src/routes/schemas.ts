@@ -1,4 +1,5 @@
 import { limits } from "@taskfleet/protocol/limits";
+import { workerEnv } from "@taskfleet/protocol/worker-env";
 
 export const taskTypePattern = "^[a-z0-9][a-z0-9_.:-]*$";
 
@@ -57,6 +58,12 @@ export const leaseRequestSchema = {
     workerId,
     max: { type: "integer", minimum: 1, maximum: limits.leaseMax },
     waitMs: { type: "integer", minimum: 0, maximum: limits.leaseWaitMsMax },
+    // The worker's CONCURRENCY; optional, so that workers older than the field keep working.
+    slots: {
+      type: "integer",
+      minimum: workerEnv.CONCURRENCY.min,
+      maximum: workerEnv.CONCURRENCY.max,
+    },
   },
 } as const;
 

@@ -34,16 +34,16 @@ export async function workerRoutes(
   const { store } = options;
   app.addHook("onRequest", requireBearer(options.workerToken));
 
-  app.post<{ Body: { workerId: string; max?: number; waitMs?: number } }>(
+  app.post<{ Body: { workerId: string; max?: number; waitMs?: number; slots?: number } }>(
     "/lease",
     { schema: { body: leaseRequestSchema } },
     async (request, reply) => {
-      const { workerId, max = 1, waitMs = 0 } = request.body;
+      const { workerId, max = 1, waitMs = 0, slots } = request.body;
       // A 503 rather than an empty list: a worker backs off on it instead of polling again at
       // once, and a poll cut short by the shutdown is told apart from one that found no work.
       if (store.draining) return unavailable(reply, drainingMessage);
       const signal = waitMs > 0 ? abortWhenClientLeaves(reply) : undefined;
-      const tasks = await store.lease(workerId, max, waitMs, signal);
+      const tasks = await store.lease(workerId, max, waitMs, { signal, slots });
       if (tasks.length === 0 && store.draining) return unavailable(reply, drainingMessage);
 
       // Each task is serialized on its own: one that cannot be must fail alone, not turn the

@@ -9,6 +9,7 @@ import {
   type CompleteOutcome,
   type Completion,
   type LeasedTask,
+  type LeaseOptions,
   type LeaseRef,
   OverBudgetError,
   type StoreObserver,
@@ -39,6 +40,8 @@ class TaskRecord {
   leaseExpiresAt = 0;
   /** When a task waiting out a retry backoff may run again. */
   availableAt = 0;
+  /** Since when the task has been ready to lease (see `StoreStats.oldestQueuedSeconds`). */
+  readySince = 0;
   result: unknown = undefined;
   resultMemoryBytes = 0;
   error: string | undefined = undefined;
@@ -111,7 +114,10 @@ export class MemoryTaskStore implements TaskStore {
   private readonly finished = new Deque<TaskRecord>();
   private readonly leaseWaiters = new Set<LeaseWaiter>();
   private readonly finishWaiters = new Map<string, Set<FinishWaiter>>();
+  /** When each worker last called a worker route. */
   private readonly workers = new Map<string, number>();
+  /** The slots each worker reported with its latest lease; forgotten with the worker. */
+  private readonly workerSlots = new Map<string, number>();
   private readonly sweepTimer: NodeJS.Timeout | undefined;
 
   private queuedCount = 0;
@@ -195,6 +201,7 @@ export class MemoryTaskStore implements TaskStore {
       this.tasks.set(id, task);
       if (key !== undefined) this.byKey.set(key, task);
       this.account(task);
+      task.readySince = now;
       this.ready.push(task);
       this.queuedCount++;
       created++;
@@ -244,10 +251,11 @@ export class MemoryTaskStore implements TaskStore {
     workerId: string,
     max: number,
     waitMs: number,
-    signal?: AbortSignal,
+    options: LeaseOptions = {},
   ): Promise<LeasedTask[]> {
+    const { signal } = options;
     const now = this.now();
-    this.noteWorker(workerId, now);
+    if (this.noteWorker(workerId, now)) this.workerSlots.set(workerId, options.slots ?? max);
     if (this.isDraining) return Promise.resolve([]);
     const tasks = this.take(workerId, max, now);
     if (tasks.length > 0 || waitMs <= 0 || signal?.aborted) return Promise.resolve(tasks);
@@ -330,7 +338,8 @@ export class MemoryTaskStore implements TaskStore {
       this.unlease(task);
       task.status = "queued";
       this.queuedCount++;
-      // It was at the head of the queue once already; it should not wait behind the whole queue.
+      // It was at the head of the queue once already; it should not wait behind the whole queue,
+      // and it keeps the time it became ready then (its `readySince`).
       this.ready.unshift(task);
       released.push(ref.id);
     }
@@ -355,9 +364,16 @@ export class MemoryTaskStore implements TaskStore {
 
   /** The same figures as `stats()`, synchronously, for metrics collected on scrape. */
   statsNow(): StoreStats {
-    const since = this.now() - this.activeWorkerWindowMs;
+    const now = this.now();
+    const since = now - this.activeWorkerWindowMs;
     let activeWorkers = 0;
-    for (const seen of this.workers.values()) if (seen >= since) activeWorkers++;
+    let workerSlots = 0;
+    for (const [workerId, seen] of this.workers) {
+      if (seen < since) continue;
+      activeWorkers++;
+      workerSlots += this.workerSlots.get(workerId) ?? 0;
+    }
+    const head = this.ready.peek();
     return {
       queued: this.queuedCount,
       delayed: this.delayed.length,
@@ -367,6 +383,8 @@ export class MemoryTaskStore implements TaskStore {
       retained: this.finished.length,
       activeWorkers,
       budgetUsedBytes: this.liveBytes + this.retainedBytes,
+      workerSlots,
+      oldestQueuedSeconds: head === undefined ? 0 : Math.max(0, now - head.readySince) / 1000,
     };
   }
 
@@ -388,7 +406,9 @@ export class MemoryTaskStore implements TaskStore {
     }
     const since = now - this.activeWorkerWindowMs;
     for (const [workerId, seen] of this.workers) {
-      if (seen < since) this.workers.delete(workerId);
+      if (seen >= since) continue;
+      this.workers.delete(workerId);
+      this.workerSlots.delete(workerId);
     }
     this.handOff(now);
   }
@@ -431,10 +451,11 @@ export class MemoryTaskStore implements TaskStore {
     }
   }
 
-  private noteWorker(workerId: string, now: number): void {
-    if (this.workers.size < TRACKED_WORKERS_MAX || this.workers.has(workerId)) {
-      this.workers.set(workerId, now);
-    }
+  /** Marks the worker active now; false when it is one too many to track (and is not). */
+  private noteWorker(workerId: string, now: number): boolean {
+    if (this.workers.size >= TRACKED_WORKERS_MAX && !this.workers.has(workerId)) return false;
+    this.workers.set(workerId, now);
+    return true;
   }
 
   /** Takes a running task out of its lease as if it had never been leased. */
@@ -495,6 +516,7 @@ export class MemoryTaskStore implements TaskStore {
     for (let task = this.delayed.peek(); task !== undefined; task = this.delayed.peek()) {
       if (task.availableAt > now) break;
       this.delayed.pop();
+      task.readySince = task.availableAt;
       this.ready.push(task);
     }
   }
@@ -561,6 +583,8 @@ export class MemoryTaskStore implements TaskStore {
     if (task.attempts < task.maxAttempts) {
       this.account(task);
       this.requeueAfter(task, 0, now);
+      // Ready again since the lease ran out, not since the sweep (or a late call) noticed.
+      task.readySince = task.leaseExpiresAt;
     } else {
       this.finish(task, "failed", now);
     }
@@ -570,6 +594,7 @@ export class MemoryTaskStore implements TaskStore {
     task.status = "queued";
     this.queuedCount++;
     if (delayMs <= 0) {
+      task.readySince = now;
       this.ready.push(task);
     } else {
       task.availableAt = now + delayMs;

@@ -13,6 +13,8 @@
  * - `P finished`: a list of retained finished ids in the order they finished;
  * - `P counts`: a hash of `succeeded`, `failed` and `live` (the budget of queued and running);
  * - `P workers`: a sorted set of worker ids by when each last called;
+ * - `P slots`: a hash of worker id to the task slots of its latest lease, for the workers in
+ *   `P workers` that have leased since they were last forgotten;
  * - channels `P queued` (tasks were queued) and `P finished` (the message is a finished task's id).
  *
  * The keys a script touches are built inside it from the prefix, which Redis allows on a single
@@ -32,6 +34,7 @@ local LEASE_SECONDS = ARGV[4]
 local RESULT_MAX_COUNT = tonumber(ARGV[5])
 local READY, DELAYED, RUNNING = P .. 'ready', P .. 'delayed', P .. 'running'
 local FINISHED, COUNTS, WORKERS = P .. 'finished', P .. 'counts', P .. 'workers'
+local SLOTS = P .. 'slots'
 local ended, done = {}, {}
 local queuedSome = false
 
@@ -39,10 +42,13 @@ local function tk(id) return P .. 't:' .. id end
 -- Integers as Redis should store them: Lua prints large numbers in exponent notation otherwise.
 local function int(n) return string.format('%d', n) end
 
+-- Marks the worker active now; false when it is one too many to track (and is not).
 local function noteWorker(worker, maxTracked)
   if redis.call('ZSCORE', WORKERS, worker) or redis.call('ZCARD', WORKERS) < maxTracked then
     redis.call('ZADD', WORKERS, int(NOW), worker)
+    return true
   end
+  return false
 end
 
 local function drop(id)
@@ -69,7 +75,8 @@ end
 
 local function expire(id)
   local t = tk(id)
-  local f = redis.call('HMGET', t, 'attempts', 'maxAttempts', 'leasedAt', 'timeoutSeconds')
+  local f = redis.call('HMGET', t, 'attempts', 'maxAttempts', 'leasedAt', 'timeoutSeconds',
+    'leaseExpiresAt')
   local attempts, leasedAt = tonumber(f[1]), tonumber(f[3])
   redis.call('ZREM', RUNNING, id)
   local err
@@ -83,7 +90,8 @@ local function expire(id)
   ended[#ended + 1] = 'expired'
   ended[#ended + 1] = f[3]
   if attempts < tonumber(f[2]) then
-    redis.call('HSET', t, 'status', 'queued')
+    -- Ready again since the lease ran out, not since a sweep (or a late call) noticed.
+    redis.call('HSET', t, 'status', 'queued', 'readySince', f[5])
     redis.call('RPUSH', READY, id)
     queuedSome = true
   else
@@ -109,14 +117,17 @@ local function unlease(id)
   redis.call('HSET', t, 'leaseId', '', 'leaseWorker', '')
 end
 
+-- Queues the retries that are due, each ready since the end of its backoff (its score).
 local function promoteDue(limit)
-  local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', int(NOW), 'LIMIT', 0, limit)
-  for i = 1, #due do
+  local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', int(NOW), 'WITHSCORES',
+    'LIMIT', 0, limit)
+  for i = 1, #due, 2 do
     redis.call('ZREM', DELAYED, due[i])
+    redis.call('HSET', tk(due[i]), 'readySince', int(tonumber(due[i + 1])))
     redis.call('RPUSH', READY, due[i])
   end
   if #due > 0 then queuedSome = true end
-  return #due
+  return #due / 2
 end
 
 local function reply(answer)
@@ -181,13 +192,13 @@ return reply(out)
 `;
 
 /**
- * ARGV after the header: workerId, max, leaseMaxBytes (-1: none), tracked workers max, then `max`
- * fresh lease ids. Leases the whole batch in one go; answers 6 per task: id, leaseId, type,
- * payload, attempt, timeoutSeconds.
+ * ARGV after the header: workerId, max, leaseMaxBytes (-1: none), tracked workers max, the
+ * worker's slots, then `max` fresh lease ids. Leases the whole batch in one go; answers 6 per
+ * task: id, leaseId, type, payload, attempt, timeoutSeconds.
  */
 const lease = `
 local worker, max, maxBytes = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
-noteWorker(worker, tonumber(ARGV[9]))
+if noteWorker(worker, tonumber(ARGV[9])) then redis.call('HSET', SLOTS, worker, ARGV[10]) end
 promoteDue(max)
 local out = {}
 local n, bytes = 0, 0
@@ -206,7 +217,7 @@ while n < max do
     redis.call('LPOP', READY)
     n = n + 1
     bytes = bytes + size
-    local leaseId = ARGV[9 + n]
+    local leaseId = ARGV[10 + n]
     local attempt = redis.call('HINCRBY', t, 'attempts', 1)
     redis.call('HSET', t, 'status', 'running', 'leaseId', leaseId, 'leaseWorker', worker,
       'leasedAt', int(NOW), 'leaseExpiresAt', expires)
@@ -284,6 +295,7 @@ for i = 10, #ARGV, 6 do
         local ceiling = math.min(cap, base * 2 ^ math.min(attempts - 1, 30))
         local delay = math.floor(ceiling / 2 + tonumber(ARGV[i + 5]) * (ceiling / 2) + 0.5)
         if delay <= 0 then
+          redis.call('HSET', t, 'readySince', int(NOW))
           redis.call('RPUSH', READY, id)
           queuedSome = true
         else
@@ -318,7 +330,8 @@ for i = 8, #ARGV, 2 do
   if holdsLive(id, ARGV[i + 1], worker) then
     unlease(id)
     redis.call('HSET', tk(id), 'status', 'queued')
-    -- It was at the head of the queue once already; it should not wait behind the whole queue.
+    -- It was at the head of the queue once already; it should not wait behind the whole queue,
+    -- and it keeps the time it became ready then (its readySince).
     redis.call('LPUSH', READY, id)
     queuedSome = true
     out[#out + 1] = id
@@ -362,21 +375,41 @@ while dropped < limit do
   drop(id)
   dropped = dropped + 1
 end
-redis.call('ZREMRANGEBYSCORE', WORKERS, '-inf', '(' .. int(NOW - window))
-local more = (#expired == limit or promoted == limit or dropped == limit) and 1 or 0
+-- Workers not seen within the window are forgotten, and their slots with them.
+local gone = redis.call('ZRANGEBYSCORE', WORKERS, '-inf', '(' .. int(NOW - window),
+  'LIMIT', 0, limit)
+for i = 1, #gone do
+  redis.call('ZREM', WORKERS, gone[i])
+  redis.call('HDEL', SLOTS, gone[i])
+end
+local more = (#expired == limit or promoted == limit or dropped == limit or #gone == limit)
+  and 1 or 0
 return reply({more, redis.call('LLEN', READY)})
 `;
 
 /**
  * ARGV after the header: active worker window (ms). Answers ready, delayed, running, succeeded,
- * failed, retained, active workers, live bytes, read at one instant.
+ * failed, retained, active workers, live bytes, the active workers' slots and how long the head
+ * of the ready queue has been ready (ms), read at one instant. A task without `readySince` has been
+ * ready since its creation: a submit leaves the field out (one field less in every queued task's
+ * hash), as did masters from before it.
  */
 const stats = `
 local c = redis.call('HMGET', COUNTS, 'succeeded', 'failed', 'live')
+local active = redis.call('ZRANGEBYSCORE', WORKERS, int(NOW - tonumber(ARGV[6])), '+inf')
+local slots = 0
+for i = 1, #active do slots = slots + (tonumber(redis.call('HGET', SLOTS, active[i])) or 0) end
+local waited = 0
+local head = redis.call('LINDEX', READY, 0)
+if head then
+  local f = redis.call('HMGET', tk(head), 'readySince', 'createdAt')
+  local since = tonumber(f[1]) or tonumber(f[2])
+  if since and NOW > since then waited = NOW - since end
+end
 return reply({
   redis.call('LLEN', READY), redis.call('ZCARD', DELAYED), redis.call('ZCARD', RUNNING),
   tonumber(c[1]) or 0, tonumber(c[2]) or 0, redis.call('LLEN', FINISHED),
-  redis.call('ZCOUNT', WORKERS, int(NOW - tonumber(ARGV[6])), '+inf'), tonumber(c[3]) or 0
+  #active, tonumber(c[3]) or 0, slots, waited
 })
 `;
 

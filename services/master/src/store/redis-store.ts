@@ -9,6 +9,7 @@ import {
   type CompleteOutcome,
   type Completion,
   type LeasedTask,
+  type LeaseOptions,
   type LeaseRef,
   OverBudgetError,
   type RejectReason,
@@ -90,6 +91,7 @@ type ScriptReply<T> = [T, (string | number)[], string[]];
 interface LeaseWaiter {
   workerId: string;
   max: number;
+  slots: number;
   /** A lease script is running for this waiter: its answer decides, not the timer. */
   inFlight: boolean;
   /** Its time ran out (or the store drained) while a script ran for it. */
@@ -318,14 +320,16 @@ export class RedisTaskStore implements TaskStore {
     workerId: string,
     max: number,
     waitMs: number,
-    signal?: AbortSignal,
+    options: LeaseOptions = {},
   ): Promise<LeasedTask[]> {
+    const { signal } = options;
+    const slots = options.slots ?? max;
     if (this.isDraining) return [];
     if (waitMs > 0) await this.subscribed;
     const deadline = performance.now() + waitMs;
     for (;;) {
       const wakes = this.wakes;
-      const tasks = await this.take(workerId, max);
+      const tasks = await this.take(workerId, max, slots);
       if (tasks.length > 0 || waitMs <= 0 || this.isDraining) return tasks;
       if (signal?.aborted) return tasks;
       // Tasks queued while the script ran may have been announced before this poll listens.
@@ -339,6 +343,7 @@ export class RedisTaskStore implements TaskStore {
       const waiter: LeaseWaiter = {
         workerId,
         max,
+        slots,
         inFlight: false,
         lapsed: false,
         aborted: false,
@@ -420,8 +425,18 @@ export class RedisTaskStore implements TaskStore {
   }
 
   async stats(): Promise<StoreStats> {
-    const [ready, delayed, running, succeeded, failed, retained, activeWorkers, live] =
-      await this.run<number[]>("tfStats", [this.activeWorkerWindowMs]);
+    const [
+      ready,
+      delayed,
+      running,
+      succeeded,
+      failed,
+      retained,
+      activeWorkers,
+      live,
+      workerSlots,
+      waitedMs,
+    ] = await this.run<number[]>("tfStats", [this.activeWorkerWindowMs]);
     return {
       queued: Number(ready) + Number(delayed),
       delayed: Number(delayed),
@@ -431,6 +446,8 @@ export class RedisTaskStore implements TaskStore {
       retained: Number(retained),
       activeWorkers: Number(activeWorkers),
       budgetUsedBytes: Number(live),
+      workerSlots: Number(workerSlots),
+      oldestQueuedSeconds: Number(waitedMs) / 1000,
     };
   }
 
@@ -531,13 +548,14 @@ export class RedisTaskStore implements TaskStore {
     return answer;
   }
 
-  private async take(workerId: string, max: number): Promise<LeasedTask[]> {
+  private async take(workerId: string, max: number, slots: number): Promise<LeasedTask[]> {
     const leaseIds = Array.from({ length: max }, newLeaseId);
     const answer = await this.run<(string | number)[]>("tfLease", [
       workerId,
       max,
       this.leaseMaxBytes,
       TRACKED_WORKERS_MAX,
+      slots,
       ...leaseIds,
     ]);
     const tasks: LeasedTask[] = new Array(answer.length / 6);
@@ -575,7 +593,7 @@ export class RedisTaskStore implements TaskStore {
           waiter.inFlight = true;
           let tasks: LeasedTask[];
           try {
-            tasks = await this.take(waiter.workerId, waiter.max);
+            tasks = await this.take(waiter.workerId, waiter.max, waiter.slots);
           } finally {
             waiter.inFlight = false;
           }

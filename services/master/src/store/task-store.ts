@@ -81,6 +81,17 @@ export interface StoreOptions {
   random?: () => number;
 }
 
+/** What a lease request says besides its worker, `max` and `waitMs`. */
+export interface LeaseOptions {
+  /** Ends a long poll early (the client went away): it then answers with no tasks. */
+  signal?: AbortSignal | undefined;
+  /**
+   * The worker's task slots (its CONCURRENCY), remembered for `StoreStats.workerSlots`; absent
+   * (a worker that does not send them), the request's `max` counts instead.
+   */
+  slots?: number | undefined;
+}
+
 export interface CompleteOutcome {
   accepted: string[];
   rejected: { id: string; reason: RejectReason }[];
@@ -100,6 +111,24 @@ export interface StoreStats {
   retained: number;
   /** Distinct worker ids seen on the worker routes recently. */
   activeWorkers: number;
+  /**
+   * The task slots of those workers together: each counts the `slots` of its latest lease
+   * request, or that request's `max` when it sent none (a worker older than the field); a worker
+   * that has not leased since it was last forgotten (only renewed or completed) counts 0.
+   */
+  workerSlots: number;
+  /**
+   * How long, in seconds (to the millisecond), the task at the head of the ready queue (the next
+   * one a lease takes) has been ready; 0 when no task is ready. A task is ready from its
+   * submission, from when its lease ran out or its retry backoff ended (the time either was due,
+   * not when a sweep noticed), or from a failure retried without backoff. A released task keeps
+   * the time it had before it was leased: it goes back to the front of the queue as if it had
+   * never been leased. The queue is first in, first out, so this is the longest any ready
+   * task has waited, give or take a sweep interval (a retry that falls due, or a lease that runs
+   * out, is queued by the next sweep or call, behind tasks submitted since). Tasks still waiting
+   * out a backoff (`delayed`) do not count. Measured by the clock of the master that answers.
+   */
+  oldestQueuedSeconds: number;
   /**
    * What the tasks held count against MEMORY_BUDGET_BYTES: the estimated heap size of queued and
    * running payloads and of retained results and errors, plus a fixed overhead per task.
@@ -156,7 +185,12 @@ export interface TaskStore {
    * `waitMs` for one (long poll); a task queued meanwhile is handed over at once. A lease belongs
    * to that worker: renewing, completing or releasing it under another `workerId` finds it lost.
    */
-  lease(workerId: string, max: number, waitMs: number, signal?: AbortSignal): Promise<LeasedTask[]>;
+  lease(
+    workerId: string,
+    max: number,
+    waitMs: number,
+    options?: LeaseOptions,
+  ): Promise<LeasedTask[]>;
   renew(
     workerId: string,
     leases: readonly LeaseRef[],
