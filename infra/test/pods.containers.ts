@@ -68,7 +68,8 @@ describe("the program's pods, run as containers", { skip: redisUnavailable() }, 
   let internalPort: number;
 
   before(async () => {
-    evaluation = await evaluateStack("dev");
+    // Sized by the queue, so the master also gets the scaler's token and KEDA's trigger is declared.
+    evaluation = await evaluateStack("dev", { "taskfleet:autoscaler": "queue" });
     master = inputs(findResource(evaluation, "kubernetes:apps/v1:Deployment", "master"));
     workers = inputs(findResource(evaluation, "kubernetes:apps/v1:Deployment", "workers"));
     secret = inputs(findResource(evaluation, "kubernetes:core/v1:Secret", "master-tokens"));
@@ -195,6 +196,51 @@ describe("the program's pods, run as containers", { skip: redisUnavailable() }, 
       return body.status === "succeeded" || body.status === "failed" ? body : undefined;
     });
     assert.deepEqual(task, { ...task, status: "succeeded", result: { from: "infra" } });
+  });
+
+  it("answers KEDA's backlog trigger as the ScaledObject declares it: path, port, token and value", async () => {
+    const scaled = inputs(
+      findResource(evaluation, "kubernetes:keda.sh/v1alpha1:ScaledObject", "workers"),
+    );
+    const auth = inputs(
+      findResource(
+        evaluation,
+        "kubernetes:keda.sh/v1alpha1:TriggerAuthentication",
+        "workers-scaler",
+      ),
+    );
+    const trigger = scaled.spec.triggers.find((t: Json) => t.type === "metrics-api");
+    assert.equal(trigger.metadata.authMode, "bearer");
+    assert.equal(trigger.metadata.format, "json");
+    const url = new URL(trigger.metadata.url);
+    // The internal Service, whose port 80 leads to the container's port named internal.
+    assert.match(url.hostname, /^master-internal-[a-z0-9]+\.taskfleet-dev\.svc\.cluster\.local$/);
+    const [ref] = auth.spec.secretTargetRef;
+    assert.equal(ref.parameter, "token");
+    assert.equal(ref.name, secret.metadata.name);
+    const token = secret.stringData[ref.key] as string;
+    const concurrency = Number(
+      resolvedEnv(workers.spec.template.spec.containers[0], [secret]).CONCURRENCY,
+    );
+    const read = (base: number, bearer: string) =>
+      fetch(`http://127.0.0.1:${base}${url.pathname}`, {
+        headers: { authorization: `Bearer ${bearer}` },
+        signal: AbortSignal.timeout(2000),
+      });
+    // The worker container of the test before reports its slots with its long polls.
+    const backlog = await poll("the worker's slots in the backlog", 50, 200, async () => {
+      const response = await read(internalPort, token);
+      if (response.status !== 200) return undefined;
+      const body = (await response.json()) as Record<string, unknown>;
+      return body.workerSlots === concurrency ? body : undefined;
+    });
+    assert.equal(backlog[trigger.metadata.valueLocation], 0, "the task has finished: no demand");
+    assert.equal((await read(port, token)).status, 404, "not on the load balancer's port");
+    assert.equal(
+      (await read(internalPort, secret.stringData.workerToken as string)).status,
+      401,
+      "the workers' token does not open it",
+    );
   });
 
   it("stops an idle worker on SIGTERM well inside the pod's grace period", async () => {
