@@ -90,6 +90,13 @@ export interface MasterClientOptions {
   slots?: number;
 }
 
+/**
+ * After a master refused `slots` in a lease request (a master older than the field: its schema
+ * allows no other property), the client leases without it for this long, then offers it again,
+ * so that a rolling update that brings the masters in after the workers costs nothing.
+ */
+export const slotsRetryMs = 60_000;
+
 /** Renew, complete and release answers list ids the worker sent: a few MiB at the most. */
 const idListAnswerMaxBytes = 8 * 1024 * 1024;
 
@@ -106,6 +113,8 @@ export class MasterClient implements MasterApi {
   private readonly requestTimeoutMs: number;
   private readonly leaseAnswerBytesPerTask: number;
   private readonly slots: number | undefined;
+  /** When a master last refused `slots` (`Date.now()`); undefined: never. */
+  private slotsRefusedAt: number | undefined;
 
   constructor(options: MasterClientOptions) {
     const { slots } = options;
@@ -125,9 +134,35 @@ export class MasterClient implements MasterApi {
   }
 
   async lease(workerId: string, max: number, waitMs: number, signal?: AbortSignal) {
-    const body = JSON.stringify({ workerId, max, waitMs, slots: this.slots });
+    const offerSlots =
+      this.slotsRefusedAt === undefined || Date.now() - this.slotsRefusedAt > slotsRetryMs;
+    const slots = offerSlots ? this.slots : undefined;
     const limit = max * this.leaseAnswerBytesPerTask + 64 * 1024;
-    return readLeaseAnswer(await this.post("lease", body, limit, waitMs, signal), max);
+    const ask = (withSlots: number | undefined) =>
+      this.post(
+        "lease",
+        JSON.stringify({ workerId, max, waitMs, slots: withSlots }),
+        limit,
+        waitMs,
+        signal,
+      );
+    let answer: unknown;
+    try {
+      answer = await ask(slots);
+    } catch (error) {
+      // A master older than the field answers 400 naming it: ask again as workers before it did.
+      if (
+        slots === undefined ||
+        !(error instanceof MasterRejectedError) ||
+        error.status !== 400 ||
+        !error.message.includes("body/slots")
+      ) {
+        throw error;
+      }
+      this.slotsRefusedAt = Date.now();
+      answer = await ask(undefined);
+    }
+    return readLeaseAnswer(answer, max);
   }
 
   async renew(workerId: string, leases: readonly LeaseRef[]) {

@@ -42,6 +42,11 @@ export class FakeMaster {
   maxResultsPerComplete: number | undefined;
   /** While set, any request with a larger body is answered 413, as the master's body limit does. */
   bodyLimitBytes: number | undefined;
+  /**
+   * Lease body properties this master does not know: a body holding one is answered 400 naming
+   * it, as a master from before the property does (its schema allows no other property).
+   */
+  unknownLeaseProperties: string[] = [];
   /** While set, `lease` hands out up to this many tasks, whatever the worker asked for. */
   leaseMaxOverride: number | undefined;
   /** Answers of a route wait this long (milliseconds), like a master on a slow network. */
@@ -185,6 +190,12 @@ export class FakeMaster {
       this.calls.push({ route, body, at: Date.now() });
       if (request.headers.authorization !== `Bearer ${this.token}`) {
         send(401, { error: "Unauthorized", message: "missing or wrong worker token" });
+        return;
+      }
+      const unknown =
+        route === "lease" ? this.unknownLeaseProperties.find((name) => name in body) : undefined;
+      if (unknown !== undefined) {
+        send(400, { error: "BadRequest", message: `body/${unknown} is not an allowed property` });
         return;
       }
       if (this.failWith !== undefined && (!this.failRoutes || this.failRoutes.includes(route))) {
