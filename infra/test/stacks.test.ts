@@ -641,30 +641,30 @@ for (const stack of stacks) {
       );
     }
 
-    it("scales workers on CPU within the configured bounds, up fast and down slowly", (t) => {
-      if (config.worker.autoscaler.kind !== "cpu") {
-        t.skip("this stack's workers are sized by the queue");
-        return;
-      }
-      const hpa = inputs(findResource(evaluation, Hpa, "workers"));
-      assert.deepEqual(hpa.spec.scaleTargetRef, {
-        apiVersion: "apps/v1",
-        kind: "Deployment",
-        name: workers.metadata.name,
-      });
-      assert.equal(hpa.spec.minReplicas, config.worker.minReplicas);
-      assert.equal(hpa.spec.maxReplicas, config.worker.maxReplicas);
-      assert.deepEqual(hpa.spec.metrics, [
-        {
-          type: "Resource",
-          resource: {
-            name: "cpu",
-            target: { type: "Utilization", averageUtilization: config.worker.targetCpuUtilization },
+    if (config.worker.autoscaler.kind === "cpu")
+      it("scales workers on CPU within the configured bounds, up fast and down slowly", () => {
+        const hpa = inputs(findResource(evaluation, Hpa, "workers"));
+        assert.deepEqual(hpa.spec.scaleTargetRef, {
+          apiVersion: "apps/v1",
+          kind: "Deployment",
+          name: workers.metadata.name,
+        });
+        assert.equal(hpa.spec.minReplicas, config.worker.minReplicas);
+        assert.equal(hpa.spec.maxReplicas, config.worker.maxReplicas);
+        assert.deepEqual(hpa.spec.metrics, [
+          {
+            type: "Resource",
+            resource: {
+              name: "cpu",
+              target: {
+                type: "Utilization",
+                averageUtilization: config.worker.targetCpuUtilization,
+              },
+            },
           },
-        },
-      ]);
-      assertScalingBehavior(hpa.spec.behavior);
-    });
+        ]);
+        assertScalingBehavior(hpa.spec.behavior);
+      });
 
     it("builds both images from the repository root with the services' Dockerfile, for GKE's amd64 nodes or the local engine's own platform", () => {
       for (const service of ["master", "worker"]) {

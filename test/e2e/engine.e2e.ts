@@ -117,6 +117,16 @@ describe("the real engine against a real API server", () => {
   const kubernetesChanges = () =>
     e2e.previewChanges().filter((s) => s.type.startsWith("kubernetes:"));
   const json = (args: string[]) => JSON.parse(e2e.kubectl([...args, "-o", "json"]).stdout);
+  /** The stack's Deployment of one component (`master`, `worker`), as the cluster has it. */
+  const deploymentOf = (component: string) =>
+    json([
+      "-n",
+      e2e.namespace,
+      "get",
+      "deployments",
+      "-l",
+      `app.kubernetes.io/component=${component}`,
+    ]).items[0];
 
   step("pulumi preview lists every resource of the stack, all to be created", () => {
     const steps = e2e.previewChanges();
@@ -203,14 +213,7 @@ describe("the real engine against a real API server", () => {
   step(
     "the masters: the configured replicas, rolled one at a time, under a budget that lets one go",
     () => {
-      const master = json([
-        "-n",
-        e2e.namespace,
-        "get",
-        "deployments",
-        "-l",
-        "app.kubernetes.io/component=master",
-      ]).items[0];
+      const master = deploymentOf("master");
       assert.equal(master.spec.replicas, masterReplicas);
       assert.equal(master.status.readyReplicas, masterReplicas);
       assert.equal(master.spec.strategy.type, "RollingUpdate");
@@ -513,14 +516,7 @@ describe("the real engine against a real API server", () => {
       assert.equal(scaled.spec.minReplicaCount, 0);
       assert.equal(scaled.spec.maxReplicaCount, workerMaxReplicas + 2);
       assert.equal(scaled.spec.pollingInterval, 5);
-      const workers = json([
-        "-n",
-        e2e.namespace,
-        "get",
-        "deployments",
-        "-l",
-        "app.kubernetes.io/component=worker",
-      ]).items[0];
+      const workers = deploymentOf("worker");
       assert.equal(scaled.spec.scaleTargetRef.name, workers.metadata.name);
       const [backlog] = scaled.spec.triggers;
       assert.match(
@@ -534,14 +530,7 @@ describe("the real engine against a real API server", () => {
       const [ref] = auth.spec.secretTargetRef;
       const secret = json(["-n", e2e.namespace, "get", "secret", ref.name]);
       assert.ok(secret.data[ref.key], `the Secret ${ref.name} holds ${ref.key}`);
-      const master = json([
-        "-n",
-        e2e.namespace,
-        "get",
-        "deployments",
-        "-l",
-        "app.kubernetes.io/component=master",
-      ]).items[0];
+      const master = deploymentOf("master");
       const scalerToken = master.spec.template.spec.containers[0].env.find(
         (e: { name: string }) => e.name === "SCALER_TOKEN",
       );

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it, type TestContext } from "node:test";
-import { leaseResponseMaxBytes } from "@taskfleet/protocol/limits";
 import { buildApp } from "../src/app.js";
+import { storeOptions } from "../src/store/open-store.js";
 import { RedisTaskStore } from "../src/store/redis-store.js";
 import { StoreUnavailableError } from "../src/store/task-store.js";
 import {
@@ -155,12 +155,7 @@ describe("the backlog with several masters on one Redis", { skip: redisUnavailab
   function redisMaster(t: TestContext, prefix: string, clock: FakeClock): App {
     const config = testConfig({ SCALER_TOKEN });
     const store = new RedisTaskStore({
-      leaseSeconds: config.leaseSeconds,
-      resultTtlSeconds: config.resultTtlSeconds,
-      resultMaxCount: config.resultMaxCount,
-      retryBackoffMs: config.retryBackoffMs,
-      memoryBudgetBytes: config.memoryBudgetBytes,
-      leaseMaxBytes: leaseResponseMaxBytes(config.bodyLimitBytes),
+      ...storeOptions(config),
       sweepIntervalMs: 0,
       now: clock.now,
       prefix,

@@ -1,8 +1,8 @@
 import type { TestContext } from "node:test";
-import { leaseResponseMaxBytes } from "@taskfleet/protocol/limits";
 import { buildApp } from "../src/app.js";
 import { loadConfig, type MasterConfig } from "../src/config.js";
 import { type MemoryStoreOptions, MemoryTaskStore } from "../src/store/memory-store.js";
+import { storeOptions } from "../src/store/open-store.js";
 
 // The root package does not depend on fastify, so its types are taken from the app itself.
 export type App = ReturnType<typeof buildApp>;
@@ -46,12 +46,7 @@ export function startApp(
 ): TestApp {
   const config = testConfig(options.env);
   const store = new MemoryTaskStore({
-    leaseSeconds: config.leaseSeconds,
-    resultTtlSeconds: config.resultTtlSeconds,
-    resultMaxCount: config.resultMaxCount,
-    retryBackoffMs: config.retryBackoffMs,
-    memoryBudgetBytes: config.memoryBudgetBytes,
-    leaseMaxBytes: leaseResponseMaxBytes(config.bodyLimitBytes),
+    ...storeOptions(config),
     sweepIntervalMs: 0,
     ...options.store,
   });

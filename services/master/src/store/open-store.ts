@@ -17,21 +17,26 @@ export type StoreSettings = Pick<
   | "bodyLimitBytes"
 > & { store?: StoreConfig | undefined };
 
-/** The store `STORE` asks for (memory when unset), built from the master's settings. */
-export function openStore(
-  settings: StoreSettings,
-  observer: StoreObserver,
-  log: ConnectionLog,
-): TaskStore {
-  const options: StoreOptions = {
+/** What either store is given from the master's settings (tests add their clock and sweep). */
+export function storeOptions(settings: StoreSettings, observer?: StoreObserver): StoreOptions {
+  return {
     leaseSeconds: settings.leaseSeconds,
     resultTtlSeconds: settings.resultTtlSeconds,
     resultMaxCount: settings.resultMaxCount,
     retryBackoffMs: settings.retryBackoffMs,
     memoryBudgetBytes: settings.memoryBudgetBytes,
     leaseMaxBytes: leaseResponseMaxBytes(settings.bodyLimitBytes),
-    observer,
+    ...(observer === undefined ? {} : { observer }),
   };
+}
+
+/** The store `STORE` asks for (memory when unset), built from the master's settings. */
+export function openStore(
+  settings: StoreSettings,
+  observer: StoreObserver,
+  log: ConnectionLog,
+): TaskStore {
+  const options = storeOptions(settings, observer);
   const store = settings.store ?? { kind: "memory" };
   if (store.kind === "memory") return new MemoryTaskStore(options);
   return new RedisTaskStore({ ...options, redis: redisOptions(store), log });

@@ -198,7 +198,11 @@ return reply(out)
  */
 const lease = `
 local worker, max, maxBytes = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
-if noteWorker(worker, tonumber(ARGV[9])) then redis.call('HSET', SLOTS, worker, ARGV[10]) end
+-- Written only when it changes: a worker sends the same slots with every lease, and an unchanged
+-- HSET would still go to the append-only file each time.
+if noteWorker(worker, tonumber(ARGV[9])) and redis.call('HGET', SLOTS, worker) ~= ARGV[10] then
+  redis.call('HSET', SLOTS, worker, ARGV[10])
+end
 promoteDue(max)
 local out = {}
 local n, bytes = 0, 0
