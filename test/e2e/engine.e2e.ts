@@ -470,12 +470,23 @@ describe("the real engine against a real API server", () => {
 
   step(
     "switching to the queue autoscaler: KEDA's CRDs accept the ScaledObject, which replaces the HPA, from zero pods",
-    () => {
+    async () => {
       // KEDA itself is "present": its CRDs, from the release the program pins, are what the API
       // server checks the objects against (schema and CEL rules); no operator acts on them here.
       e2e.kubectl(["apply", "--server-side", "-f", kedaCrdDirectory()]);
+      // Polled, not `kubectl wait --for=condition=Established`: that fails at once on a CRD whose
+      // status has no conditions yet, which is how a CRD looks for a moment after it is applied.
       for (const crd of ["scaledobjects.keda.sh", "triggerauthentications.keda.sh"]) {
-        e2e.kubectl(["wait", "crd", crd, "--for=condition=Established", "--timeout=60s"]);
+        const established = () =>
+          json(["get", "crd", crd]).status?.conditions?.some(
+            (c: { type: string; status: string }) =>
+              c.type === "Established" && c.status === "True",
+          ) === true;
+        const deadline = Date.now() + 60_000;
+        while (!established()) {
+          assert.ok(Date.now() < deadline, `the CRD ${crd} was not Established within 60 s`);
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
       }
       for (const [key, value] of [
         ["taskfleet:autoscaler", "queue"],
