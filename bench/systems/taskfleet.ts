@@ -117,20 +117,18 @@ class TaskfleetDeployment implements Deployment {
     return stats.succeeded;
   }
 
+  /** Submit and wait in one request (`POST /v1/tasks?waitSeconds=`), as a client would. */
   async runOne(task: TaskSpec): Promise<void> {
-    const submitted = (await this.client.expect([202], "POST", "/v1/tasks", task)) as {
-      id: string;
-    };
     const view = (await this.client.expect(
-      [200],
-      "GET",
-      `/v1/tasks/${encodeURIComponent(submitted.id)}?waitSeconds=${WAIT_SECONDS}`,
-      undefined,
+      [202],
+      "POST",
+      `/v1/tasks?waitSeconds=${WAIT_SECONDS}`,
+      task,
       (WAIT_SECONDS + 5) * 1000,
-    )) as { status: string; result?: unknown; error?: string };
+    )) as { id: string; status: string; result?: unknown; error?: string };
     if (view.status !== "succeeded") {
       throw new Error(
-        `task ${submitted.id} is ${view.status} after ${WAIT_SECONDS}s: ${view.error ?? ""}`,
+        `task ${view.id} is ${view.status} after ${WAIT_SECONDS}s: ${view.error ?? ""}`,
       );
     }
     checkResult(task, view.result);

@@ -51,6 +51,24 @@ describe("the master on STORE=redis", { skip }, () => {
     assert.deepEqual(read.json().result, { n: 1 });
   });
 
+  it("answers a submit-and-wait when another master records the result", async (t) => {
+    const env = redisEnv();
+    const one = startDefaultApp(t, env);
+    const other = startDefaultApp(t, env);
+    const waiting = api(one, "POST", "/v1/tasks?waitSeconds=30", { type: "echo", payload: 3 });
+    const leased = await worker(other, "lease", { workerId: "w1", max: 1, waitMs: 5_000 });
+    const [task] = leased.json().tasks;
+    await worker(other, "complete", {
+      workerId: "w1",
+      results: [{ id: task.id, leaseId: task.leaseId, ok: true, result: 9 }],
+    });
+    const res = await waiting;
+    assert.equal(res.statusCode, 202);
+    assert.equal(res.json().id, task.id);
+    assert.equal(res.json().status, "succeeded");
+    assert.equal(res.json().result, 9);
+  });
+
   it("still takes submissions while draining, closing the connection, and hands out nothing", async (t) => {
     const env = redisEnv();
     const draining = startDefaultApp(t, env);

@@ -109,6 +109,48 @@ describe("submitting and reading tasks", () => {
     assert.ok(elapsedMs < 1000, `answered after ${elapsedMs} ms`);
   });
 
+  it("submits and waits in one request: POST /v1/tasks?waitSeconds= answers with the finished task", async (t) => {
+    const { app } = startApp(t);
+    const waiting = api(app, "POST", "/v1/tasks?waitSeconds=30", { type: "echo", payload: "hi" });
+    const [leased] = await leaseTasks(app, 1, 5_000);
+    assert.ok(leased);
+    assert.equal(leased.payload, "hi");
+    await worker(app, "complete", {
+      workerId: "w1",
+      results: [{ id: leased.id, leaseId: leased.leaseId, ok: true, result: { echoed: "hi" } }],
+    });
+    const res = await waiting;
+    // Created by this request: 202, as without waitSeconds; the body is the task, as GET shows it.
+    assert.equal(res.statusCode, 202);
+    const task = res.json();
+    assert.equal(task.id, leased.id);
+    assert.equal(task.status, "succeeded");
+    assert.deepEqual(task.result, { echoed: "hi" });
+    assert.deepEqual(task, (await api(app, "GET", `/v1/tasks/${leased.id}`)).json());
+  });
+
+  it("answers a submit-and-wait with the task as it stands when the time runs out, and a repeated key at once", async (t) => {
+    const { app } = startApp(t);
+    const body = { type: "echo", payload: 1, idempotencyKey: "order-7" };
+    const started = performance.now();
+    const res = await api(app, "POST", "/v1/tasks?waitSeconds=1", body);
+    const elapsedMs = performance.now() - started;
+    assert.equal(res.statusCode, 202);
+    assert.equal(res.json().status, "queued");
+    assert.equal(typeof res.json().createdAt, "string");
+    assert.ok(elapsedMs >= 950 && elapsedMs < 3000, `answered after ${elapsedMs} ms`);
+
+    const [leased] = await leaseTasks(app);
+    await worker(app, "complete", {
+      workerId: "w1",
+      results: [{ id: leased?.id, leaseId: leased?.leaseId, ok: true, result: 7 }],
+    });
+    const again = await api(app, "POST", "/v1/tasks?waitSeconds=30", body);
+    assert.equal(again.statusCode, 200);
+    assert.equal(again.json().id, res.json().id);
+    assert.equal(again.json().result, 7);
+  });
+
   it("answers a waitSeconds request with the task as it stands when the time runs out", async (t) => {
     const { app } = startApp(t);
     const id = await submit(app, { type: "echo", payload: 1 });

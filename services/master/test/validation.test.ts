@@ -185,6 +185,17 @@ describe("bad requests", () => {
       assert.equal(res.statusCode, 400);
       assert.match(res.json().message, /^querystring\/waitSeconds must be an integer from 0 to 60/);
     });
+
+    it(`rejects a submit with waitSeconds=${wait} naming the parameter, and stores nothing`, async (t) => {
+      const { app } = startApp(t);
+      const res = await api(app, "POST", `/v1/tasks?waitSeconds=${wait}`, {
+        type: "echo",
+        payload: 1,
+      });
+      assert.equal(res.statusCode, 400);
+      assert.match(res.json().message, /^querystring\/waitSeconds must be an integer from 0 to 60/);
+      assert.equal((await api(app, "GET", "/v1/stats")).json().queued, 0);
+    });
   }
 
   it("names the field in a bad worker request", async (t) => {

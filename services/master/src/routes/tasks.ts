@@ -73,10 +73,15 @@ export async function taskRoutes(app: FastifyInstance, options: TaskRoutesOption
     }
   };
 
-  app.post<{ Body: TaskSpecBody }>(
+  app.post<{ Body: TaskSpecBody; Querystring: { waitSeconds?: string } }>(
     "/tasks",
     { schema: { body: taskSpecSchema } },
     async (request, reply) => {
+      // Checked before anything is stored: a bad query must not leave a task behind.
+      const waitSeconds = parseWaitSeconds(request.query.waitSeconds);
+      if (typeof waitSeconds === "string") {
+        return reply.code(400).send(errorBody(400, waitSeconds));
+      }
       const spec = toSpec(request.body, "body/payload");
       if (typeof spec === "string") return reply.code(400).send(errorBody(400, spec));
       const outcomes = await submitOrRefuse(reply, [spec]);
@@ -84,7 +89,15 @@ export async function taskRoutes(app: FastifyInstance, options: TaskRoutesOption
       const [outcome] = outcomes;
       if (outcome === undefined) throw new Error("store returned no outcome for a submitted task");
       reply.code(outcome.created ? 202 : 200);
-      return { id: outcome.id, status: outcome.status };
+      if (waitSeconds === 0) return { id: outcome.id, status: outcome.status };
+      // Submit and wait in one request: the task as `GET /v1/tasks/:id?waitSeconds=` answers it,
+      // which saves the client a round trip per task (docs/api.md).
+      const task = await store.waitForFinish(
+        outcome.id,
+        waitSeconds * 1000,
+        abortWhenClientLeaves(reply),
+      );
+      return task === undefined ? { id: outcome.id, status: outcome.status } : present(task);
     },
   );
 
