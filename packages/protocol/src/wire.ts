@@ -52,8 +52,18 @@ const completeAnswerSchema = z.object({
   accepted: z.array(z.string()),
   // Reasons are read as strings: one a newer master adds must not fail the whole answer.
   rejected: z.array(z.object({ id: z.string(), reason: z.string() })),
+  // The lease the request carried, read apart (readCompleteAnswer) so a broken one fails alone.
+  lease: z.unknown().optional(),
 });
-export type CompleteResponse = z.infer<typeof completeAnswerSchema>;
+/**
+ * A `complete` answer; `lease` when the request carried one and the master leased for it (a
+ * master older than the field, or a draining one, answers without it).
+ */
+export interface CompleteResponse {
+  accepted: string[];
+  rejected: { id: string; reason: string }[];
+  lease?: LeaseAnswer;
+}
 
 const releaseAnswerSchema = z.object({ released: z.array(z.string()) });
 export type ReleaseResponse = z.infer<typeof releaseAnswerSchema>;
@@ -76,7 +86,25 @@ function read<T>(route: string, schema: z.ZodType<T>, body: unknown): T {
 }
 
 export const readRenewAnswer = (body: unknown) => read("renew", renewAnswerSchema, body);
-export const readCompleteAnswer = (body: unknown) => read("complete", completeAnswerSchema, body);
+
+/**
+ * Checks a `complete` answer. With `leaseMax` (the request carried a lease of that many tasks) its
+ * `lease` is checked as a lease answer is: the results' part stands even when the lease part is
+ * broken, which then has nothing to run and names its problem.
+ */
+export function readCompleteAnswer(body: unknown, leaseMax?: number): CompleteResponse {
+  const { lease, ...outcome } = read("complete", completeAnswerSchema, body);
+  if (leaseMax === undefined || lease === undefined) return outcome;
+  try {
+    return { ...outcome, lease: readLeaseAnswer(lease, leaseMax) };
+  } catch (error) {
+    const problem = error instanceof Error ? error.message : String(error);
+    return {
+      ...outcome,
+      lease: { tasks: [], leaseSeconds: 0, giveBack: [], problems: [problem], problemCount: 1 },
+    };
+  }
+}
 export const readReleaseAnswer = (body: unknown) => read("release", releaseAnswerSchema, body);
 
 /** A lease answer sorted into what the worker runs and what it gives straight back. */

@@ -40,6 +40,63 @@ describe("leases over the worker API", () => {
     assert.ok(elapsedMs >= 190, `answered after ${elapsedMs} ms`);
   });
 
+  it("leases the worker's next tasks in a completion's answer when it carries a lease", async (t) => {
+    const { app, store } = startApp(t);
+    const tasks = Array.from({ length: 5 }, (_, n) => ({ type: "echo", payload: n }));
+    await api(app, "POST", "/v1/tasks/batch", { tasks });
+    const [first] = await leaseTasks(app, 1);
+    const res = await worker(app, "complete", {
+      workerId: "w1",
+      results: [ok(first, "done")],
+      lease: { max: 3, slots: 4 },
+    });
+    assert.equal(res.statusCode, 200);
+    const answer = res.json();
+    assert.deepEqual(answer.accepted, [first?.id]);
+    assert.deepEqual(answer.rejected, []);
+    assert.equal(answer.lease.leaseSeconds, 30);
+    assert.deepEqual(
+      answer.lease.tasks.map((task: Leased) => task.payload),
+      [1, 2, 3],
+    );
+    // Leased as by /lease: running under w1's leases, which complete them.
+    const done = await worker(app, "complete", {
+      workerId: "w1",
+      results: answer.lease.tasks.map((task: Leased) => ok(task)),
+      lease: { max: 4 },
+    });
+    assert.equal(done.json().accepted.length, 3);
+    assert.deepEqual(
+      done.json().lease.tasks.map((task: Leased) => task.payload),
+      [4],
+    );
+    assert.equal((await store.stats()).workerSlots, 4);
+    // Nothing queued: an empty lease at once, never a wait.
+    const started = performance.now();
+    const empty = await worker(app, "complete", { workerId: "w1", results: [], lease: { max: 4 } });
+    assert.deepEqual(empty.json().lease, { tasks: [], leaseSeconds: 30 });
+    assert.ok(performance.now() - started < 1000);
+  });
+
+  it("answers a completion without a lease while draining, and refuses a lease out of range", async (t) => {
+    const { app, store } = startApp(t);
+    const id = await submit(app, { type: "echo", payload: 1 });
+    await submit(app, { type: "echo", payload: 2 });
+    const bad = await worker(app, "complete", { workerId: "w1", results: [], lease: { max: 0 } });
+    assert.equal(bad.statusCode, 400);
+    assert.equal(bad.json().message, "body/lease/max must be >= 1");
+    const [held] = await leaseTasks(app, 1);
+    assert.equal(held?.id, id);
+    store.drain();
+    const res = await worker(app, "complete", {
+      workerId: "w1",
+      results: [ok(held)],
+      lease: { max: 4 },
+    });
+    assert.equal(res.statusCode, 200);
+    assert.deepEqual(res.json(), { accepted: [id], rejected: [] });
+  });
+
   it("rejects a completion for a task it does not know", async (t) => {
     const { app } = startApp(t);
     const res = await worker(app, "complete", {

@@ -69,6 +69,32 @@ describe("the master on STORE=redis", { skip }, () => {
     assert.equal(res.json().result, 9);
   });
 
+  it("leases in a completion's answer from the shared queue", async (t) => {
+    const env = redisEnv();
+    const one = startDefaultApp(t, env);
+    const other = startDefaultApp(t, env);
+    const first = await submit(one, { type: "echo", payload: 1 });
+    const second = await submit(one, { type: "echo", payload: 2 });
+    const [task] = (await worker(other, "lease", { workerId: "w1", max: 1 })).json().tasks;
+    assert.equal(task.id, first);
+    const res = await worker(one, "complete", {
+      workerId: "w1",
+      results: [{ id: task.id, leaseId: task.leaseId, ok: true, result: 1 }],
+      lease: { max: 2 },
+    });
+    assert.deepEqual(res.json().accepted, [first]);
+    assert.deepEqual(
+      res.json().lease.tasks.map((leased: { id: string }) => leased.id),
+      [second],
+    );
+    const [next] = res.json().lease.tasks;
+    const done = await worker(other, "complete", {
+      workerId: "w1",
+      results: [{ id: next.id, leaseId: next.leaseId, ok: true, result: 2 }],
+    });
+    assert.deepEqual(done.json(), { accepted: [second], rejected: [] });
+  });
+
   it("still takes submissions while draining, closing the connection, and hands out nothing", async (t) => {
     const env = redisEnv();
     const draining = startDefaultApp(t, env);

@@ -64,7 +64,15 @@ export class MasterRejectedError extends Error {
 export interface MasterApi {
   lease(workerId: string, max: number, waitMs: number, signal?: AbortSignal): Promise<LeaseAnswer>;
   renew(workerId: string, leases: readonly LeaseRef[]): Promise<RenewResponse>;
-  complete(workerId: string, results: readonly EncodedResult[]): Promise<CompleteResponse>;
+  /**
+   * Reports results. With `lease`, the same request asks for up to `lease.max` more tasks at once
+   * (no wait); the answer's `lease` holds them, or is absent when the master did not lease.
+   */
+  complete(
+    workerId: string,
+    results: readonly EncodedResult[],
+    lease?: { max: number },
+  ): Promise<CompleteResponse>;
   release(workerId: string, leases: readonly LeaseRef[]): Promise<ReleaseResponse>;
   close(): void;
 }
@@ -91,11 +99,17 @@ export interface MasterClientOptions {
 }
 
 /**
- * After a master refused `slots` in a lease request (a master older than the field: its schema
- * allows no other property), the client leases without it for this long, then offers it again,
- * so that a rolling update that brings the masters in after the workers costs nothing.
+ * The optional request fields a master older than them refuses (its schema allows no other
+ * property): `slots` in a lease request, `lease` in a completion.
  */
-export const slotsRetryMs = 60_000;
+type OptionalField = "slots" | "lease";
+
+/**
+ * After a master refused an optional field, the client sends its requests without it for this
+ * long, then offers it again, so that a rolling update that brings the masters in after the
+ * workers costs nothing.
+ */
+export const optionalFieldRetryMs = 60_000;
 
 /** Renew, complete and release answers list ids the worker sent: a few MiB at the most. */
 const idListAnswerMaxBytes = 8 * 1024 * 1024;
@@ -113,8 +127,8 @@ export class MasterClient implements MasterApi {
   private readonly requestTimeoutMs: number;
   private readonly leaseAnswerBytesPerTask: number;
   private readonly slots: number | undefined;
-  /** When a master last refused `slots` (`Date.now()`); undefined: never. */
-  private slotsRefusedAt: number | undefined;
+  /** When a master last refused each optional field (`Date.now()`); absent: never. */
+  private readonly refusedAt = new Map<OptionalField, number>();
 
   constructor(options: MasterClientOptions) {
     const { slots } = options;
@@ -134,10 +148,8 @@ export class MasterClient implements MasterApi {
   }
 
   async lease(workerId: string, max: number, waitMs: number, signal?: AbortSignal) {
-    const offerSlots =
-      this.slotsRefusedAt === undefined || Date.now() - this.slotsRefusedAt > slotsRetryMs;
-    const slots = offerSlots ? this.slots : undefined;
-    const limit = max * this.leaseAnswerBytesPerTask + 64 * 1024;
+    const slots = this.offers("slots") ? this.slots : undefined;
+    const limit = this.leaseAnswerLimit(max);
     const ask = (withSlots: number | undefined) =>
       this.post(
         "lease",
@@ -151,15 +163,7 @@ export class MasterClient implements MasterApi {
       answer = await ask(slots);
     } catch (error) {
       // A master older than the field answers 400 naming it: ask again as workers before it did.
-      if (
-        slots === undefined ||
-        !(error instanceof MasterRejectedError) ||
-        error.status !== 400 ||
-        !error.message.includes("body/slots")
-      ) {
-        throw error;
-      }
-      this.slotsRefusedAt = Date.now();
+      if (slots === undefined || !this.refuses(error, "slots")) throw error;
       answer = await ask(undefined);
     }
     return readLeaseAnswer(answer, max);
@@ -171,13 +175,29 @@ export class MasterClient implements MasterApi {
   }
 
   /** The body is put together from the results' JSON as they are held, not serialized again. */
-  async complete(workerId: string, results: readonly EncodedResult[]) {
-    let body = `{"workerId":${JSON.stringify(workerId)},"results":[`;
+  async complete(workerId: string, results: readonly EncodedResult[], lease?: { max: number }) {
+    let head = `{"workerId":${JSON.stringify(workerId)},"results":[`;
     results.forEach((result, index) => {
-      body += index === 0 ? result.json : `,${result.json}`;
+      head += index === 0 ? result.json : `,${result.json}`;
     });
-    body += "]}";
-    return readCompleteAnswer(await this.post("complete", body, idListAnswerMaxBytes));
+    head += "]";
+    const send = (leaseMax: number | undefined) =>
+      this.post(
+        "complete",
+        leaseMax === undefined
+          ? `${head}}`
+          : `${head},"lease":${JSON.stringify({ max: leaseMax, slots: this.slots })}}`,
+        idListAnswerMaxBytes + (leaseMax === undefined ? 0 : this.leaseAnswerLimit(leaseMax)),
+      );
+    const leaseMax = lease !== undefined && this.offers("lease") ? lease.max : undefined;
+    try {
+      return readCompleteAnswer(await send(leaseMax), leaseMax);
+    } catch (error) {
+      // A master older than the field refuses the whole request, results included, and records
+      // nothing: report them again without it, and lease apart as workers before it did.
+      if (leaseMax === undefined || !this.refuses(error, "lease")) throw error;
+      return readCompleteAnswer(await send(undefined));
+    }
   }
 
   async release(workerId: string, leases: readonly LeaseRef[]) {
@@ -187,6 +207,27 @@ export class MasterClient implements MasterApi {
 
   close(): void {
     this.agent.destroy();
+  }
+
+  /** The largest lease answer accepted for `max` tasks; a larger one is a protocol error. */
+  private leaseAnswerLimit(max: number): number {
+    return max * this.leaseAnswerBytesPerTask + 64 * 1024;
+  }
+
+  /** Whether to send an optional field: never refused, or refused long enough ago to try again. */
+  private offers(field: OptionalField): boolean {
+    const at = this.refusedAt.get(field);
+    return at === undefined || Date.now() - at > optionalFieldRetryMs;
+  }
+
+  /** Whether `error` is a master refusing `field` as unknown; if so, remembers it. */
+  private refuses(error: unknown, field: OptionalField): boolean {
+    const refused =
+      error instanceof MasterRejectedError &&
+      error.status === 400 &&
+      error.message.includes(`body/${field}`);
+    if (refused) this.refusedAt.set(field, Date.now());
+    return refused;
   }
 
   /** Sends `payload` (JSON text) and resolves with the parsed answer of a 2xx. */

@@ -4,6 +4,7 @@ import type { Logger } from "./logger.js";
 import {
   type EncodedResult,
   encodeResult,
+  type LeaseAnswer,
   type LeaseRef,
   type MasterApi,
   MasterRejectedError,
@@ -39,6 +40,16 @@ export interface ResultBatcherOptions {
   onUnreachable: (error: unknown) => void;
   /** After every `complete` attempt, accepted or not: the buffer may have room again. */
   afterSend: () => void;
+  /**
+   * Asked just before each `complete` request is sent: how many tasks it should lease as well (0:
+   * none). Whatever it returns above 0 is answered by one {@link onCarriedLease} call.
+   */
+  leaseToCarry?: () => number;
+  /**
+   * The lease a `complete` request carried: its answer, or undefined when the request failed or
+   * the master leased nothing for it. Awaited before the next request.
+   */
+  onCarriedLease?: (answer: LeaseAnswer | undefined) => Promise<void>;
 }
 
 /**
@@ -46,7 +57,8 @@ export interface ResultBatcherOptions {
  * request, split so that none is over the master's body limit or `limits.workerBatchMax`. Failed
  * requests are retried with backoff, a refused batch goes again one result at a time so that the
  * others in it are not lost, and the results not yet accepted are counted against
- * `RESULT_BUFFER_BYTES`, which the worker checks before it leases more.
+ * `RESULT_BUFFER_BYTES`, which the worker checks before it leases more. A request may carry the
+ * worker's next lease ({@link ResultBatcherOptions.leaseToCarry}).
  */
 export class ResultBatcher {
   private readonly master: MasterApi;
@@ -59,6 +71,8 @@ export class ResultBatcher {
   private readonly onReachable: () => void;
   private readonly onUnreachable: (error: unknown) => void;
   private readonly afterSend: () => void;
+  private readonly leaseToCarry: () => number;
+  private readonly onCarriedLease: (answer: LeaseAnswer | undefined) => Promise<void>;
 
   private pendingResults: HeldResult[] = [];
   private sendingResults: HeldResult[] = [];
@@ -66,6 +80,8 @@ export class ResultBatcher {
   private bufferedBytes = 0;
   private bufferFull = false;
   private flushScheduled = false;
+  /** The last `complete` request failed and its results wait to be sent again. */
+  private retrying = false;
   private flushing: Promise<void> | undefined;
 
   constructor(options: ResultBatcherOptions) {
@@ -79,6 +95,8 @@ export class ResultBatcher {
     this.onReachable = options.onReachable;
     this.onUnreachable = options.onUnreachable;
     this.afterSend = options.afterSend;
+    this.leaseToCarry = options.leaseToCarry ?? (() => 0);
+    this.onCarriedLease = options.onCarriedLease ?? (async () => {});
   }
 
   /** Results not sent yet, or sent and to be sent again: what a final {@link drain} left over. */
@@ -167,8 +185,18 @@ export class ResultBatcher {
       if (deadline !== undefined && Date.now() >= deadline) return;
       const batch = this.takeBatch();
       this.sendingResults = batch;
+      // A request that is being retried carries no lease: the lease loop asks on its own, so a
+      // master that fails completions alone does not also stop the worker leasing.
+      const carry = this.retrying ? 0 : this.leaseToCarry();
+      let carried: LeaseAnswer | undefined;
       try {
-        const answer = await this.master.complete(this.workerId, batch);
+        const answer = await this.master.complete(
+          this.workerId,
+          batch,
+          carry > 0 ? { max: carry } : undefined,
+        );
+        carried = answer.lease;
+        this.retrying = false;
         for (const result of batch) this.settled(result);
         this.backoff.reset();
         this.onReachable();
@@ -183,11 +211,13 @@ export class ResultBatcher {
           await this.sendOneByOne(batch, error);
         } else {
           this.pendingResults = batch.concat(this.pendingResults);
+          this.retrying = true;
           if (this.signal.aborted && deadline === undefined) return;
           await this.backOff(error, deadline);
         }
       } finally {
         this.sendingResults = [];
+        if (carry > 0) await this.onCarriedLease(carried);
         this.afterSend();
       }
     }

@@ -107,6 +107,18 @@ export class Worker {
   private readonly leaseController = new AbortController();
   /** When the last lease request was sent (`performance.now()`). */
   private leaseSentAt = 0;
+  /** Settles when the worker stops. */
+  private readonly whenStopped: Promise<void>;
+  /** A lease request of the lease loop is in flight. */
+  private leasing = false;
+  /**
+   * A lease carried by a `complete` request in flight (result-batcher.ts): settles once its
+   * answer's tasks are started or given back. The lease loop sends no lease of its own meanwhile.
+   */
+  private carried: Promise<void> | undefined;
+  private settleCarried: (() => void) | undefined;
+  /** What was wrong with the last carried lease's answer, for the lease loop to back off on. */
+  private carriedProblem: MasterProtocolError | undefined;
   private capacityWaiter: (() => void) | undefined;
   private idleWaiter: (() => void) | undefined;
   private reachable = true;
@@ -138,7 +150,12 @@ export class Worker {
       onReachable: () => this.markReachable(),
       onUnreachable: (error) => this.markUnreachable(error),
       afterSend: () => this.wakeLeaseLoop(),
+      leaseToCarry: () => this.leaseToCarry(),
+      onCarriedLease: (answer) => this.takeCarried(answer),
     });
+    this.whenStopped = new Promise((resolve) =>
+      this.stopController.signal.addEventListener("abort", () => resolve(), { once: true }),
+    );
     this.renewal = new LeaseRenewal({
       master: this.master,
       workerId: this.workerId,
@@ -192,12 +209,7 @@ export class Worker {
     // tasks would sit `running` on the master, doing nothing, for seconds; past a lease period
     // their leases were lost and the half-started threads thrown away and started again.
     const warming = performance.now();
-    await Promise.race([
-      this.pool.warmUp(),
-      new Promise((resolve) =>
-        this.stopController.signal.addEventListener("abort", resolve, { once: true }),
-      ),
-    ]);
+    await Promise.race([this.pool.warmUp(), this.whenStopped]);
     if (!this.stopped) {
       this.log.info(
         { threads: this.concurrency, ms: Math.round(performance.now() - warming) },
@@ -205,6 +217,14 @@ export class Worker {
       );
     }
     while (!this.stopped) {
+      if (this.carried !== undefined) {
+        // A completion carries the next lease: take its answer before asking on our own.
+        await Promise.race([this.carried, this.whenStopped]);
+        const problem = this.carriedProblem;
+        this.carriedProblem = undefined;
+        if (problem !== undefined && !this.stopped) await this.backOff(this.leaseBackoff, problem);
+        continue;
+      }
       const free = this.concurrency - this.held.size;
       if (free <= 0 || this.results.isFull()) {
         await new Promise<void>((resolve) => {
@@ -218,6 +238,7 @@ export class Worker {
       const askedAt = performance.now();
       this.leaseSentAt = askedAt;
       let answer: LeaseAnswer;
+      this.leasing = true;
       try {
         answer = await this.master.lease(
           this.workerId,
@@ -233,21 +254,12 @@ export class Worker {
         }
         await this.backOff(this.leaseBackoff, error);
         continue;
+      } finally {
+        this.leasing = false;
       }
-      if (answer.leaseSeconds > 0) this.renewal.setLeaseSeconds(answer.leaseSeconds);
-      const giveBack = [...answer.giveBack];
-      for (const task of answer.tasks) {
-        // Already running under an older lease: running it twice would report it twice.
-        if (this.stopped || this.held.has(task.id)) giveBack.push(task);
-        else this.start(task);
-      }
-      if (giveBack.length > 0) await this.releaseQuietly(giveBack);
+      const problem = await this.take(answer, "lease");
       if (this.stopped) break;
-      if (answer.problemCount > 0) {
-        const problem = new MasterProtocolError(
-          `POST /worker/v1/lease: ${answer.problemCount} problems in the answer: ${answer.problems.join("; ")}`,
-        );
-        this.log.debug({ err: problem, gaveBack: giveBack.length }, "bad lease answer");
+      if (problem !== undefined) {
         await this.backOff(this.leaseBackoff, problem);
         continue;
       }
@@ -259,6 +271,57 @@ export class Worker {
         continue;
       }
       this.leaseBackoff.reset();
+    }
+  }
+
+  /**
+   * Starts a lease answer's tasks and gives back what it cannot run; returns what was wrong with
+   * the answer, if anything.
+   */
+  private async take(
+    answer: LeaseAnswer,
+    route: "lease" | "complete",
+  ): Promise<MasterProtocolError | undefined> {
+    if (answer.leaseSeconds > 0) this.renewal.setLeaseSeconds(answer.leaseSeconds);
+    const giveBack = [...answer.giveBack];
+    for (const task of answer.tasks) {
+      // Already running under an older lease: running it twice would report it twice.
+      if (this.stopped || this.held.has(task.id)) giveBack.push(task);
+      else this.start(task);
+    }
+    if (giveBack.length > 0) await this.releaseQuietly(giveBack);
+    if (answer.problemCount === 0) return undefined;
+    const problem = new MasterProtocolError(
+      `POST /worker/v1/${route}: ${answer.problemCount} problems in the lease answer: ${answer.problems.join("; ")}`,
+    );
+    this.log.debug({ err: problem, gaveBack: giveBack.length }, "bad lease answer");
+    return problem;
+  }
+
+  /**
+   * How many tasks the next `complete` request should lease too: the free slots, unless the
+   * worker is stopping, leasing already or its result buffer is full. The lease loop then waits
+   * for that answer ({@link takeCarried}) instead of sending a lease request of its own, so a
+   * busy worker makes one request per batch of tasks instead of two.
+   */
+  private leaseToCarry(): number {
+    if (this.stopped || this.leasing || this.carried !== undefined) return 0;
+    const free = this.concurrency - this.held.size;
+    if (free <= 0 || this.results.isFull()) return 0;
+    this.carried = new Promise((resolve) => {
+      this.settleCarried = resolve;
+    });
+    return free;
+  }
+
+  private async takeCarried(answer: LeaseAnswer | undefined): Promise<void> {
+    try {
+      if (answer !== undefined) this.carriedProblem = await this.take(answer, "complete");
+    } finally {
+      const settle = this.settleCarried;
+      this.carried = undefined;
+      this.settleCarried = undefined;
+      settle?.();
     }
   }
 

@@ -47,6 +47,8 @@ export class FakeMaster {
    * it, as a master from before the property does (its schema allows no other property).
    */
   unknownLeaseProperties: string[] = [];
+  /** The same for `complete` bodies (a master from before `lease` there refuses it). */
+  unknownCompleteProperties: string[] = [];
   /** While set, `lease` hands out up to this many tasks, whatever the worker asked for. */
   leaseMaxOverride: number | undefined;
   /** Answers of a route wait this long (milliseconds), like a master on a slow network. */
@@ -192,8 +194,13 @@ export class FakeMaster {
         send(401, { error: "Unauthorized", message: "missing or wrong worker token" });
         return;
       }
-      const unknown =
-        route === "lease" ? this.unknownLeaseProperties.find((name) => name in body) : undefined;
+      const unknownProperties =
+        route === "lease"
+          ? this.unknownLeaseProperties
+          : route === "complete"
+            ? this.unknownCompleteProperties
+            : [];
+      const unknown = unknownProperties.find((name) => name in body);
       if (unknown !== undefined) {
         send(400, { error: "BadRequest", message: `body/${unknown} is not an allowed property` });
         return;
@@ -255,7 +262,12 @@ export class FakeMaster {
               task.error = result.error;
             }
           }
-          send(200, { accepted, rejected });
+          // The next lease the request carried: whatever is queued now, no waiting.
+          if (body.lease !== undefined) {
+            send(200, { accepted, rejected, lease: this.handOut(body.lease.max) });
+          } else {
+            send(200, { accepted, rejected });
+          }
           return;
         }
         case "release": {
@@ -278,32 +290,35 @@ export class FakeMaster {
     });
   }
 
+  /** Leases up to `max` queued tasks (or `leaseMaxOverride`): a lease answer's body. */
+  private handOut(max: number): { tasks: unknown[]; leaseSeconds: number } {
+    const tasks = [];
+    const limit = this.leaseMaxOverride ?? max;
+    while (tasks.length < limit && this.queue.length > 0) {
+      const task = this.tasks.get(this.queue.shift() as string) as FakeTask;
+      if (task.status !== "queued") continue;
+      task.status = "running";
+      task.attempts++;
+      task.leaseId = randomUUID();
+      task.leaseExpiresAt = Date.now() + this.leaseSeconds * 1000;
+      tasks.push({
+        id: task.id,
+        leaseId: task.leaseId,
+        type: task.type,
+        payload: task.payload,
+        attempt: task.attempts,
+        timeoutSeconds: task.timeoutSeconds,
+      });
+    }
+    return { tasks, leaseSeconds: this.leaseSeconds };
+  }
+
   private lease(
     body: { max: number; waitMs: number },
     send: (status: number, body: unknown) => void,
     response: http.ServerResponse,
   ): void {
-    const handOut = () => {
-      const tasks = [];
-      const max = this.leaseMaxOverride ?? body.max;
-      while (tasks.length < max && this.queue.length > 0) {
-        const task = this.tasks.get(this.queue.shift() as string) as FakeTask;
-        if (task.status !== "queued") continue;
-        task.status = "running";
-        task.attempts++;
-        task.leaseId = randomUUID();
-        task.leaseExpiresAt = Date.now() + this.leaseSeconds * 1000;
-        tasks.push({
-          id: task.id,
-          leaseId: task.leaseId,
-          type: task.type,
-          payload: task.payload,
-          attempt: task.attempts,
-          timeoutSeconds: task.timeoutSeconds,
-        });
-      }
-      send(200, { tasks, leaseSeconds: this.leaseSeconds });
-    };
+    const handOut = () => send(200, this.handOut(body.max));
     // A rewritten answer goes out at once: the master with a bug that it stands for does not wait.
     if (this.queue.length > 0 || body.waitMs === 0 || this.rewrite.lease) {
       handOut();

@@ -1,7 +1,11 @@
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { workerEnv } from "@taskfleet/protocol/worker-env";
-import { MasterClient, type MasterClientOptions, slotsRetryMs } from "../src/master-client.js";
+import {
+  MasterClient,
+  type MasterClientOptions,
+  optionalFieldRetryMs,
+} from "../src/master-client.js";
 import type { FakeMaster } from "./fake-master.js";
 import { harness } from "./helpers.js";
 
@@ -53,7 +57,7 @@ describe("the lease request", () => {
         [8, undefined, undefined],
         "refused once, then asked without slots, and not offered again at once",
       );
-      t.mock.timers.tick(slotsRetryMs + 1);
+      t.mock.timers.tick(optionalFieldRetryMs + 1);
       await client.lease("test-worker", 2, 0);
       assert.deepEqual(slotsSent(), [8, undefined, undefined, 8, undefined], "offered again later");
     } finally {

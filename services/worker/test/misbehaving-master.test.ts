@@ -42,6 +42,8 @@ describe("worker against a misbehaving master", () => {
       ...spans.map(({ start }) => spans.filter((s) => s.start <= start && start < s.end).length),
     );
     assert.ok(most <= 4, `${most} tasks ran at once`);
+    // Leases carried by completions are held to what they asked for as well.
+    assert.ok(master.callsTo("complete").some((call) => call.body.lease !== undefined));
     assert.ok((await requestsWithin(master, "lease", 1000)) <= 20);
   });
 

@@ -2,7 +2,12 @@ import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Backoff } from "@taskfleet/protocol/backoff";
 import { limits } from "@taskfleet/protocol/limits";
-import { MasterProtocolError, readLeaseAnswer, readRenewAnswer } from "@taskfleet/protocol/wire";
+import {
+  MasterProtocolError,
+  readCompleteAnswer,
+  readLeaseAnswer,
+  readRenewAnswer,
+} from "@taskfleet/protocol/wire";
 import { describeThrown, serializeResult } from "../src/handler-outcome.js";
 
 function task(id: string, fields: Record<string, unknown> = {}) {
@@ -32,6 +37,28 @@ describe("worker protocol", () => {
       { id: "d", leaseId: "lease-d" },
     ]);
     assert.deepEqual(answer.problems, ["2 tasks beyond the 2 asked for"]);
+  });
+
+  it("reads the lease a completion carried as a lease answer, and keeps the results' part when it is broken", () => {
+    const results = { accepted: ["x"], rejected: [{ id: "y", reason: "lease_lost" }] };
+    const carried = readCompleteAnswer(
+      { ...results, lease: { tasks: ["a", "b", "c"].map((id) => task(id)), leaseSeconds: 30 } },
+      2,
+    );
+    assert.deepEqual(carried.accepted, ["x"]);
+    assert.deepEqual(
+      carried.lease?.tasks.map((t) => t.id),
+      ["a", "b"],
+    );
+    assert.deepEqual(carried.lease?.giveBack, [{ id: "c", leaseId: "lease-c" }]);
+
+    const broken = readCompleteAnswer({ ...results, lease: { tasks: "a" } }, 2);
+    assert.deepEqual(broken.rejected, results.rejected);
+    assert.deepEqual(broken.lease?.tasks, []);
+    assert.equal(broken.lease?.problemCount, 1);
+    // Not asked for: not read, whatever the master sent.
+    assert.equal(readCompleteAnswer({ ...results, lease: { tasks: "a" } }).lease, undefined);
+    assert.equal(readCompleteAnswer(results, 2).lease, undefined);
   });
 
   it("gives back a task it cannot read when it can read its lease, and runs a duplicate once", () => {

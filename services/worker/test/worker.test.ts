@@ -45,6 +45,37 @@ describe("worker", () => {
     );
     assert.equal(most, 3);
     for (const call of master.callsTo("lease")) assert.ok((call.body.max as number) <= 3);
+    for (const call of master.callsTo("complete")) {
+      const lease = call.body.lease as { max: number } | undefined;
+      assert.ok(lease === undefined || lease.max <= 3);
+    }
+  });
+
+  it("leases through its completions while busy: one request per batch of tasks, not two", async () => {
+    const master = await fakeMaster();
+    const ids = Array.from({ length: 200 }, (_, i) => master.add("echo", { i }));
+    await worker(master, { concurrency: 4 });
+    await master.until(() => master.finished().length === ids.length, 20_000);
+    for (const id of ids) assert.equal(master.tasks.get(id)?.completions, 1);
+    const carried = master.callsTo("complete").filter((call) => call.body.lease !== undefined);
+    const leases = master.callsTo("lease").length;
+    // A lease request hands out 4 tasks at most: most of the 200 came with completions.
+    assert.ok(leases <= 25, `${leases} lease requests, ${carried.length} carried leases`);
+    assert.ok(carried.length > 0);
+  });
+
+  it("with a master older than a lease in completions: reports again without it, leases apart", async () => {
+    const master = await fakeMaster();
+    master.unknownCompleteProperties = ["lease"];
+    const ids = Array.from({ length: 50 }, (_, i) => master.add("echo", { i }));
+    await worker(master, { concurrency: 4 });
+    await master.until(() => master.finished().length === ids.length, 20_000);
+    for (const id of ids) {
+      assert.equal(master.tasks.get(id)?.status, "succeeded");
+      assert.equal(master.tasks.get(id)?.completions, 1);
+    }
+    const carried = master.callsTo("complete").filter((call) => call.body.lease !== undefined);
+    assert.equal(carried.length, 1, "refused once, then not offered again at once");
   });
 
   it("fails an unknown task type at once, without a retry, and keeps working", async () => {

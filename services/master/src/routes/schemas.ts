@@ -50,20 +50,23 @@ const leaseRefs = {
   },
 } as const;
 
+const leaseMax = { type: "integer", minimum: 1, maximum: limits.leaseMax } as const;
+// The worker's CONCURRENCY; optional, so that workers older than the field keep working.
+const slots = {
+  type: "integer",
+  minimum: workerEnv.CONCURRENCY.min,
+  maximum: workerEnv.CONCURRENCY.max,
+} as const;
+
 export const leaseRequestSchema = {
   type: "object",
   required: ["workerId"],
   additionalProperties: false,
   properties: {
     workerId,
-    max: { type: "integer", minimum: 1, maximum: limits.leaseMax },
+    max: leaseMax,
     waitMs: { type: "integer", minimum: 0, maximum: limits.leaseWaitMsMax },
-    // The worker's CONCURRENCY; optional, so that workers older than the field keep working.
-    slots: {
-      type: "integer",
-      minimum: workerEnv.CONCURRENCY.min,
-      maximum: workerEnv.CONCURRENCY.max,
-    },
+    slots,
   },
 } as const;
 
@@ -100,6 +103,13 @@ export const completeRequestSchema = {
         // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword, not a promise.
         then: { required: ["error"] },
       },
+    },
+    // The worker's next lease, carried by its completion (docs/protocol.md): never waits.
+    lease: {
+      type: "object",
+      required: ["max"],
+      additionalProperties: false,
+      properties: { max: leaseMax, slots },
     },
   },
 } as const;

@@ -1,7 +1,7 @@
-import type { FastifyInstance } from "fastify";
+import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { requireBearer } from "../auth.js";
 import { unavailable } from "../http-errors.js";
-import type { Completion, LeaseRef, TaskStore } from "../store/task-store.js";
+import type { Completion, LeasedTask, LeaseRef, TaskStore } from "../store/task-store.js";
 import { abortWhenClientLeaves } from "./abort.js";
 import { measureValue } from "./payload-limits.js";
 import { completeRequestSchema, leaseRefsRequestSchema, leaseRequestSchema } from "./schemas.js";
@@ -46,34 +46,9 @@ export async function workerRoutes(
       const tasks = await store.lease(workerId, max, waitMs, { signal, slots });
       if (tasks.length === 0 && store.draining) return unavailable(reply, drainingMessage);
 
-      // Each task is serialized on its own: one that cannot be must fail alone, not turn the
-      // whole answer into a 500 after its neighbours were marked running under leases no worker
-      // ever saw.
-      const parts: string[] = [];
-      const unsent: LeaseRef[] = [];
-      let problem = "";
-      for (const task of tasks) {
-        try {
-          parts.push(JSON.stringify(task));
-        } catch (error) {
-          unsent.push({ id: task.id, leaseId: task.leaseId });
-          problem = error instanceof Error ? error.message : String(error);
-        }
-      }
-      if (unsent.length > 0) {
-        request.log.error(
-          { taskIds: unsent.map((ref) => ref.id), problem },
-          "payload not sendable",
-        );
-        await store.failUnsent(
-          workerId,
-          unsent,
-          `the payload could not be sent to a worker: ${problem}`,
-        );
-      }
       return reply
         .type("application/json; charset=utf-8")
-        .send(`{"tasks":[${parts.join(",")}],"leaseSeconds":${store.leaseSeconds}}`);
+        .send(await leaseAnswerJson(store, workerId, tasks, request.log));
     },
   );
 
@@ -86,10 +61,12 @@ export async function workerRoutes(
     },
   );
 
-  app.post<{ Body: { workerId: string; results: CompletionBody[] } }>(
+  app.post<{
+    Body: { workerId: string; results: CompletionBody[]; lease?: { max: number; slots?: number } };
+  }>(
     "/complete",
     { schema: { body: completeRequestSchema }, bodyLimit: options.completeBodyLimitBytes },
-    async (request) => {
+    async (request, reply) => {
       const results = request.body.results.map((r): Completion => {
         if (r.ok) {
           // A result past the limits fails its task with the reason rather than the whole
@@ -123,7 +100,17 @@ export async function workerRoutes(
           retryable: r.retryable ?? true,
         };
       });
-      return store.complete(request.body.workerId, results);
+      const { workerId, lease } = request.body;
+      const outcome = await store.complete(workerId, results);
+      // A draining master leases nothing: without `lease` in the answer the worker asks on its
+      // own, and backs off on the 503 that gets.
+      if (lease === undefined || store.draining) return outcome;
+      // The worker's next lease, in the same round trip: the tasks its completions made room for.
+      const tasks = await store.lease(workerId, lease.max, 0, { slots: lease.slots });
+      const leaseJson = await leaseAnswerJson(store, workerId, tasks, request.log);
+      return reply
+        .type("application/json; charset=utf-8")
+        .send(`${JSON.stringify(outcome).slice(0, -1)},"lease":${leaseJson}}`);
     },
   );
 
@@ -132,4 +119,38 @@ export async function workerRoutes(
     { schema: { body: leaseRefsRequestSchema } },
     async (request) => store.release(request.body.workerId, request.body.leases),
   );
+}
+
+/**
+ * A lease answer's JSON, `{"tasks": [...], "leaseSeconds": N}`, for `lease` and for the lease a
+ * `complete` carries. Each task is serialized on its own: one that cannot be must fail alone, not
+ * turn the whole answer into a 500 after its neighbours were marked running under leases no worker
+ * ever saw.
+ */
+async function leaseAnswerJson(
+  store: TaskStore,
+  workerId: string,
+  tasks: readonly LeasedTask[],
+  log: FastifyBaseLogger,
+): Promise<string> {
+  const parts: string[] = [];
+  const unsent: LeaseRef[] = [];
+  let problem = "";
+  for (const task of tasks) {
+    try {
+      parts.push(JSON.stringify(task));
+    } catch (error) {
+      unsent.push({ id: task.id, leaseId: task.leaseId });
+      problem = error instanceof Error ? error.message : String(error);
+    }
+  }
+  if (unsent.length > 0) {
+    log.error({ taskIds: unsent.map((ref) => ref.id), problem }, "payload not sendable");
+    await store.failUnsent(
+      workerId,
+      unsent,
+      `the payload could not be sent to a worker: ${problem}`,
+    );
+  }
+  return `{"tasks":[${parts.join(",")}],"leaseSeconds":${store.leaseSeconds}}`;
 }
