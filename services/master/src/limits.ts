@@ -6,8 +6,9 @@ import { limits } from "@taskfleet/protocol/limits";
 
 /**
  * What a task costs the memory budget besides its payload or result: the record, its id, its map
- * and queue entries. Measured at about 310 bytes on the heap with a small payload
- * (services/master/test/memory.test.ts holds the constant to the measurement), rounded up.
+ * and queue entries, and once leased its attempts. Measured at about 240 bytes on the heap for a
+ * queued task with a small payload (services/master/test/memory.test.ts holds the constant to the
+ * measurement) and 460 for a finished one with a small result, rounded up.
  */
 export const TASK_OVERHEAD_BYTES = 512;
 

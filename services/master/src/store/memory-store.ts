@@ -26,27 +26,17 @@ import {
 export type MemoryStoreOptions = StoreOptions;
 
 // One object per task with every field set in the constructor, so all records share one hidden
-// class and stay small: no closures, timers or per-task promises hang off a record.
+// class and stay small: no closures, timers or per-task promises hang off a record. What a task
+// gets from its first lease on is in an `Attempts` of its own, created then: a long queue of tasks
+// never leased holds none (each time below is a heap number of 16 bytes besides its field, and a
+// queued record without them is half the size).
 class TaskRecord {
   status: TaskStatus = "queued";
   attempts = 0;
-  startedAt = 0;
-  finishedAt = 0;
-  /** The current (or last accepted) lease; empty when the task holds none. */
-  leaseId = "";
-  /** The worker the lease was granted to; only it may renew, complete or release it. */
-  leaseWorker = "";
-  leasedAt = 0;
-  leaseExpiresAt = 0;
-  /** When a task waiting out a retry backoff may run again. */
-  availableAt = 0;
-  /** Since when the task has been ready to lease (see `StoreStats.oldestQueuedSeconds`). */
-  readySince = 0;
-  result: unknown = undefined;
-  resultMemoryBytes = 0;
-  error: string | undefined = undefined;
   /** What this task counts against the memory budget right now (see `chargeOf`). */
   charge = 0;
+  /** Created by the first lease. */
+  run: Attempts | undefined = undefined;
 
   constructor(
     readonly id: string,
@@ -61,6 +51,40 @@ class TaskRecord {
     readonly timeoutSeconds: number,
     readonly createdAt: number,
   ) {}
+}
+
+/** A task's leases and outcome, from its first lease on. */
+class Attempts {
+  /** When the first attempt that counts started; 0 when every lease was given back. */
+  startedAt = 0;
+  finishedAt = 0;
+  /** The current (or last accepted) lease; empty when the task holds none. */
+  leaseId = "";
+  /** The worker the lease was granted to; only it may renew, complete or release it. */
+  leaseWorker = "";
+  leasedAt = 0;
+  leaseExpiresAt = 0;
+  /** When a task waiting out a retry backoff may run again. */
+  availableAt = 0;
+  result: unknown = undefined;
+  resultMemoryBytes = 0;
+  error: string | undefined = undefined;
+
+  constructor(
+    /** Since when the task has been ready to lease (see `StoreStats.oldestQueuedSeconds`). */
+    public readySince: number,
+  ) {}
+}
+
+/** The attempts of a task that has been leased (running, waiting to retry or finished). */
+function attemptsOf(task: TaskRecord): Attempts {
+  if (task.run === undefined) throw new Error(`task ${task.id} has never been leased`);
+  return task.run;
+}
+
+/** Since when a queued task has been ready: its submission, until a lease says otherwise. */
+function readySinceOf(task: TaskRecord): number {
+  return task.run === undefined ? task.createdAt : task.run.readySince;
 }
 
 interface LeaseWaiter {
@@ -108,7 +132,7 @@ export class MemoryTaskStore implements TaskStore {
   private readonly tasks = new Map<string, TaskRecord>();
   private readonly byKey = new Map<string, TaskRecord>();
   private readonly ready = new Deque<TaskRecord>();
-  private readonly delayed = new MinHeap<TaskRecord>((task) => task.availableAt);
+  private readonly delayed = new MinHeap<TaskRecord>((task) => task.run?.availableAt ?? 0);
   private readonly running = new Set<TaskRecord>();
   /** Finished tasks in the order they finished, which is also the order they expire in. */
   private readonly finished = new Deque<TaskRecord>();
@@ -201,7 +225,6 @@ export class MemoryTaskStore implements TaskStore {
       this.tasks.set(id, task);
       if (key !== undefined) this.byKey.set(key, task);
       this.account(task);
-      task.readySince = now;
       this.ready.push(task);
       this.queuedCount++;
       created++;
@@ -290,7 +313,7 @@ export class MemoryTaskStore implements TaskStore {
     for (const ref of leases) {
       const task = this.tasks.get(ref.id);
       if (task !== undefined && this.holdsLiveLease(task, ref.leaseId, workerId, now)) {
-        task.leaseExpiresAt = Math.min(now + this.leaseMs, this.attemptDeadline(task));
+        attemptsOf(task).leaseExpiresAt = Math.min(now + this.leaseMs, this.attemptDeadline(task));
         renewed.push(ref.id);
       } else {
         lost.push(ref.id);
@@ -313,9 +336,10 @@ export class MemoryTaskStore implements TaskStore {
         outcome.accepted.push(completion.id);
       } else if (
         task.status !== "running" &&
-        task.leaseId !== "" &&
-        task.leaseId === completion.leaseId &&
-        task.leaseWorker === workerId
+        task.run !== undefined &&
+        task.run.leaseId !== "" &&
+        task.run.leaseId === completion.leaseId &&
+        task.run.leaseWorker === workerId
       ) {
         // The same lease reporting again (a worker retrying a request whose answer it lost):
         // the first report stands and nothing is counted twice.
@@ -353,7 +377,7 @@ export class MemoryTaskStore implements TaskStore {
       const task = this.tasks.get(ref.id);
       if (task === undefined || !this.holdsLiveLease(task, ref.leaseId, workerId, now)) continue;
       this.unlease(task);
-      task.error = error;
+      attemptsOf(task).error = error;
       this.finish(task, "failed", now);
     }
   }
@@ -384,7 +408,7 @@ export class MemoryTaskStore implements TaskStore {
       activeWorkers,
       budgetUsedBytes: this.liveBytes + this.retainedBytes,
       workerSlots,
-      oldestQueuedSeconds: head === undefined ? 0 : Math.max(0, now - head.readySince) / 1000,
+      oldestQueuedSeconds: head === undefined ? 0 : Math.max(0, now - readySinceOf(head)) / 1000,
     };
   }
 
@@ -395,12 +419,12 @@ export class MemoryTaskStore implements TaskStore {
   sweep(): void {
     const now = this.now();
     for (const task of this.running) {
-      if (now >= task.leaseExpiresAt) this.expire(task, now);
+      if (now >= attemptsOf(task).leaseExpiresAt) this.expire(task, now);
     }
     this.promoteDue(now);
     const oldest = now - this.resultTtlMs;
     for (let task = this.finished.peek(); task !== undefined; task = this.finished.peek()) {
-      if (task.finishedAt > oldest) break;
+      if (attemptsOf(task).finishedAt > oldest) break;
       this.finished.shift();
       this.drop(task);
     }
@@ -462,9 +486,10 @@ export class MemoryTaskStore implements TaskStore {
   private unlease(task: TaskRecord): void {
     this.running.delete(task);
     task.attempts--;
-    if (task.attempts === 0) task.startedAt = 0;
-    task.leaseId = "";
-    task.leaseWorker = "";
+    const run = attemptsOf(task);
+    if (task.attempts === 0) run.startedAt = 0;
+    run.leaseId = "";
+    run.leaseWorker = "";
   }
 
   private take(workerId: string, max: number, now: number): LeasedTask[] {
@@ -486,15 +511,17 @@ export class MemoryTaskStore implements TaskStore {
     this.queuedCount--;
     task.status = "running";
     task.attempts++;
-    task.leaseId = newLeaseId();
-    task.leaseWorker = workerId;
-    task.leasedAt = now;
-    if (task.startedAt === 0) task.startedAt = now;
-    task.leaseExpiresAt = now + this.leaseMs;
+    task.run ??= new Attempts(task.createdAt);
+    const run = task.run;
+    run.leaseId = newLeaseId();
+    run.leaseWorker = workerId;
+    run.leasedAt = now;
+    if (run.startedAt === 0) run.startedAt = now;
+    run.leaseExpiresAt = now + this.leaseMs;
     this.running.add(task);
     return {
       id: task.id,
-      leaseId: task.leaseId,
+      leaseId: run.leaseId,
       type: task.type,
       payload: task.payload,
       attempt: task.attempts,
@@ -514,9 +541,10 @@ export class MemoryTaskStore implements TaskStore {
 
   private promoteDue(now: number): void {
     for (let task = this.delayed.peek(); task !== undefined; task = this.delayed.peek()) {
-      if (task.availableAt > now) break;
+      const run = attemptsOf(task);
+      if (run.availableAt > now) break;
       this.delayed.pop();
-      task.readySince = task.availableAt;
+      run.readySince = run.availableAt;
       this.ready.push(task);
     }
   }
@@ -531,10 +559,16 @@ export class MemoryTaskStore implements TaskStore {
     workerId: string,
     now: number,
   ): boolean {
-    if (task.status !== "running" || task.leaseId !== leaseId || task.leaseWorker !== workerId) {
+    const run = task.run;
+    if (
+      task.status !== "running" ||
+      run === undefined ||
+      run.leaseId !== leaseId ||
+      run.leaseWorker !== workerId
+    ) {
       return false;
     }
-    if (now < task.leaseExpiresAt) return true;
+    if (now < run.leaseExpiresAt) return true;
     this.expire(task, now);
     return false;
   }
@@ -544,22 +578,23 @@ export class MemoryTaskStore implements TaskStore {
    * own at `timeoutSeconds`; one lease period more lets it report that first.
    */
   private attemptDeadline(task: TaskRecord): number {
-    return task.leasedAt + task.timeoutSeconds * 1000 + this.leaseMs;
+    return attemptsOf(task).leasedAt + task.timeoutSeconds * 1000 + this.leaseMs;
   }
 
   private applyCompletion(task: TaskRecord, completion: Completion, now: number): void {
     this.running.delete(task);
-    const runSeconds = (now - task.leasedAt) / 1000;
+    const run = attemptsOf(task);
+    const runSeconds = (now - run.leasedAt) / 1000;
     if (completion.ok) {
       this.observer.attemptEnded("succeeded", runSeconds);
-      task.result = completion.result === undefined ? null : completion.result;
-      task.resultMemoryBytes = completion.resultMemoryBytes ?? heapOf(task.result);
-      task.error = undefined;
+      run.result = completion.result === undefined ? null : completion.result;
+      run.resultMemoryBytes = completion.resultMemoryBytes ?? heapOf(run.result);
+      run.error = undefined;
       this.finish(task, "succeeded", now);
       return;
     }
     this.observer.attemptEnded("failed", runSeconds);
-    task.error =
+    run.error =
       completion.error.length > limits.errorMaxChars
         ? completion.error.slice(0, limits.errorMaxChars)
         : completion.error;
@@ -573,18 +608,19 @@ export class MemoryTaskStore implements TaskStore {
 
   private expire(task: TaskRecord, now: number): void {
     this.running.delete(task);
-    this.observer.attemptEnded("expired", (now - task.leasedAt) / 1000);
-    task.error =
+    const run = attemptsOf(task);
+    this.observer.attemptEnded("expired", (now - run.leasedAt) / 1000);
+    run.error =
       now >= this.attemptDeadline(task)
         ? `attempt ${task.attempts} timed out after ${task.timeoutSeconds}s`
         : `attempt ${task.attempts} lost its lease (not renewed within ${this.leaseSeconds}s)`;
-    task.leaseId = "";
-    task.leaseWorker = "";
+    run.leaseId = "";
+    run.leaseWorker = "";
     if (task.attempts < task.maxAttempts) {
       this.account(task);
       this.requeueAfter(task, 0, now);
       // Ready again since the lease ran out, not since the sweep (or a late call) noticed.
-      task.readySince = task.leaseExpiresAt;
+      run.readySince = run.leaseExpiresAt;
     } else {
       this.finish(task, "failed", now);
     }
@@ -593,11 +629,12 @@ export class MemoryTaskStore implements TaskStore {
   private requeueAfter(task: TaskRecord, delayMs: number, now: number): void {
     task.status = "queued";
     this.queuedCount++;
+    const run = attemptsOf(task);
     if (delayMs <= 0) {
-      task.readySince = now;
+      run.readySince = now;
       this.ready.push(task);
     } else {
-      task.availableAt = now + delayMs;
+      run.availableAt = now + delayMs;
       this.delayed.push(task);
     }
   }
@@ -613,7 +650,7 @@ export class MemoryTaskStore implements TaskStore {
     this.liveBytes -= task.charge;
     task.charge = 0;
     task.status = status;
-    task.finishedAt = now;
+    attemptsOf(task).finishedAt = now;
     // The API never shows the payload of a finished task, so it need not be kept.
     task.payload = undefined;
     this.account(task);
@@ -654,8 +691,8 @@ function chargeOf(task: TaskRecord): number {
     TASK_OVERHEAD_BYTES +
     keyBytes(task.idempotencyKey) +
     (task.payload === undefined ? 0 : task.payloadMemoryBytes) +
-    task.resultMemoryBytes +
-    (task.error === undefined ? 0 : HEAP_BYTES.string + 2 * task.error.length)
+    (task.run === undefined ? 0 : task.run.resultMemoryBytes) +
+    (task.run?.error === undefined ? 0 : HEAP_BYTES.string + 2 * task.run.error.length)
   );
 }
 
@@ -680,9 +717,11 @@ function view(task: TaskRecord): TaskView {
     attempts: task.attempts,
     createdAt: task.createdAt,
   };
-  if (task.status === "succeeded") out.result = task.result;
-  if (task.error !== undefined) out.error = task.error;
-  if (task.startedAt !== 0) out.startedAt = task.startedAt;
-  if (task.finishedAt !== 0) out.finishedAt = task.finishedAt;
+  const run = task.run;
+  if (run === undefined) return out;
+  if (task.status === "succeeded") out.result = run.result;
+  if (run.error !== undefined) out.error = run.error;
+  if (run.startedAt !== 0) out.startedAt = run.startedAt;
+  if (run.finishedAt !== 0) out.finishedAt = run.finishedAt;
   return out;
 }
