@@ -65,6 +65,23 @@ function atLeast(system: SystemName, other: SystemName, text: string): Target {
   };
 }
 
+/**
+ * A multiple of BullMQ's median: at least `factor` times it where higher is better, at most where
+ * lower is better.
+ */
+function timesBullmq(system: SystemName, factor: number, better: "higher" | "lower"): Target {
+  const text = `${better === "higher" ? "≥" : "≤"} ${factor === 1 ? "" : `${factor} × `}BullMQ`;
+  return {
+    system,
+    text,
+    needs: [system, REFERENCE],
+    met: (m) =>
+      better === "higher"
+        ? (m[system] as number) >= factor * (m[REFERENCE] as number)
+        : (m[system] as number) <= factor * (m[REFERENCE] as number),
+  };
+}
+
 /** A bound on the system's own median. */
 function bound(system: SystemName, text: string, ok: (value: number) => boolean): Target {
   return { system, text, needs: [system], met: (m) => ok(m[system] as number) };
@@ -79,7 +96,7 @@ export function figures(config: Pick<BenchConfig, "rate">): Figure[] {
       better: "higher",
       value: (r) => r.throughput.tasksPerSecond,
       targets: [
-        atLeast("taskfleet", "bullmq", "≥ BullMQ"),
+        timesBullmq("taskfleet", 1.5, "higher"),
         // The memory store keeps its lead: Redis is what a master that may die pays for.
         atLeast("taskfleet", "taskfleetRedis", "≥ Redis store"),
         atLeast("taskfleetRedis", "bullmq", "≥ BullMQ"),
@@ -106,6 +123,7 @@ export function figures(config: Pick<BenchConfig, "rate">): Figure[] {
       unit: "ms",
       better: "lower",
       value: (r) => r.throughput.workersCpuMsPerTask,
+      targets: [timesBullmq("taskfleet", 1, "lower")],
     },
     {
       key: "latencyIdleP50",
@@ -115,6 +133,7 @@ export function figures(config: Pick<BenchConfig, "rate">): Figure[] {
       value: (r) => r.latency.idle.p50Ms,
       targets: [
         bound("taskfleet", "< 2 ms", (v) => v < 2),
+        timesBullmq("taskfleet", 0.8, "lower"),
         {
           system: "taskfleetRedis",
           text: "≤ 1.5 × BullMQ",
@@ -150,6 +169,7 @@ export function figures(config: Pick<BenchConfig, "rate">): Figure[] {
       unit: "tasks/s",
       better: "higher",
       value: (r) => r.latency.capacity?.tasksPerSecond ?? Number.NaN,
+      targets: [timesBullmq("taskfleet", 1.5, "higher")],
     },
     {
       key: "scaleOut",
@@ -157,7 +177,10 @@ export function figures(config: Pick<BenchConfig, "rate">): Figure[] {
       unit: "×",
       better: "higher",
       value: (r) => r.scaleOut.speedup,
-      targets: [bound("taskfleet", "≥ 1.8×", (v) => v >= 1.8)],
+      targets: [
+        bound("taskfleet", "≥ 1.9×", (v) => v >= 1.9),
+        timesBullmq("taskfleet", 1, "higher"),
+      ],
     },
     {
       key: "memoryPerTask",
@@ -165,7 +188,10 @@ export function figures(config: Pick<BenchConfig, "rate">): Figure[] {
       unit: "B",
       better: "lower",
       value: (r) => r.memory.bytesPerTask,
-      targets: [bound("taskfleet", "< 1 KB", (v) => v < 1024)],
+      targets: [
+        bound("taskfleet", "< 1 KB", (v) => v < 1024),
+        timesBullmq("taskfleet", 1, "lower"),
+      ],
     },
   ];
 }
