@@ -99,6 +99,11 @@ export class ResultBatcher {
     this.onCarriedLease = options.onCarriedLease ?? (async () => {});
   }
 
+  /** A request is due once this event-loop turn is over (results were added since the last). */
+  get sendScheduled(): boolean {
+    return this.flushScheduled;
+  }
+
   /** Results not sent yet, or sent and to be sent again: what a final {@link drain} left over. */
   get pendingCount(): number {
     return this.pendingResults.length;
@@ -160,6 +165,12 @@ export class ResultBatcher {
   private flush(deadline?: number): Promise<void> {
     this.flushing ??= this.sendResults(deadline).finally(() => {
       this.flushing = undefined;
+      // Added after the last batch was taken but while this send was still finishing (a task
+      // run inline can finish within the microtasks of a lease answer): their flush was skipped.
+      // (A send given up because the worker stopped is left to the shutdown's drain.)
+      if (deadline === undefined && !this.signal.aborted && this.pendingResults.length > 0) {
+        this.scheduleFlush();
+      }
     });
     return this.flushing;
   }

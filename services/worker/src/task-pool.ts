@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { Worker as Thread } from "node:worker_threads";
 import { describeThrown, type HandlerOutcome } from "./handler-outcome.js";
 import type { Logger } from "./logger.js";
+import type { HandlerRun } from "./run-handler.js";
 
 /** What a task thread is started with. */
 export interface ThreadData {
@@ -25,14 +26,6 @@ export type FromThread =
   | { kind: "ready" }
   | { kind: "done"; id: string; outcome: HandlerOutcome }
   | { kind: "crash"; owner: string | undefined; error: string };
-
-/** One task to run. */
-export interface RunRequest {
-  id: string;
-  type: string;
-  payload: unknown;
-  attempt: number;
-}
 
 /**
  * How a run ended: the handler's outcome (a crash of its own thread is a retryable failure);
@@ -113,7 +106,7 @@ export class TaskPool {
    * aborted stays busy until its handler returns or its grace ends). Rejects only when no thread
    * can be started at all.
    */
-  async run(request: RunRequest, signal: AbortSignal): Promise<RunOutcome> {
+  async run(request: HandlerRun, signal: AbortSignal): Promise<RunOutcome> {
     const thread = signal.aborted ? undefined : await this.acquire(signal);
     if (!thread || signal.aborted) {
       if (thread) this.onIdle(thread);
@@ -241,7 +234,7 @@ class TaskThread {
     );
   }
 
-  run(request: RunRequest, signal: AbortSignal): Promise<RunOutcome> {
+  run(request: HandlerRun, signal: AbortSignal): Promise<RunOutcome> {
     return new Promise<RunOutcome>((resolve) => {
       const running: Running = {
         id: request.id,

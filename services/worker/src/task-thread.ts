@@ -1,7 +1,8 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { parentPort, workerData } from "node:worker_threads";
-import { describeThrown, type HandlerOutcome, serializeResult } from "./handler-outcome.js";
-import { isPermanentTaskError, type TaskHandler } from "./task.js";
+import { describeThrown, type HandlerOutcome } from "./handler-outcome.js";
+import { runHandler } from "./run-handler.js";
+import type { TaskHandler } from "./task.js";
 import type { FromThread, ThreadData, ToThread } from "./task-pool.js";
 import { loadTaskRegistry } from "./tasks/registry.js";
 
@@ -76,26 +77,5 @@ async function attempt(
   }
   // Aborted while the task files were loading: the main thread has moved on, nothing to start.
   if (signal.aborted) return { ok: false, error: "aborted before it started", retryable: true };
-  try {
-    // The payload schema is the handler's code too (refinements, transforms): it runs here.
-    const parsed = handler.payload.safeParse(request.payload);
-    if (!parsed.success) {
-      const problems = parsed.error.issues
-        .map((issue) => `${["payload", ...issue.path.map(String)].join(".")}: ${issue.message}`)
-        .join("; ");
-      return {
-        ok: false,
-        error: describeThrown(`invalid payload for task type "${request.type}": ${problems}`),
-        retryable: false,
-      };
-    }
-    const value = await handler.run(parsed.data, {
-      signal,
-      id: request.id,
-      attempt: request.attempt,
-    });
-    return serializeResult(value, maxResultBytes);
-  } catch (error) {
-    return { ok: false, error: describeThrown(error), retryable: !isPermanentTaskError(error) };
-  }
+  return runHandler(handler, request, signal, maxResultBytes);
 }

@@ -1,7 +1,8 @@
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import { Backoff } from "@taskfleet/protocol/backoff";
 import { workerEnv } from "@taskfleet/protocol/worker-env";
-import type { HandlerOutcome } from "./handler-outcome.js";
+import { describeThrown, type HandlerOutcome } from "./handler-outcome.js";
+import { inlineOwner, runInline } from "./inline-run.js";
 import { LeaseRenewal, leasesPerRequest } from "./lease-renewal.js";
 import type { Logger } from "./logger.js";
 import {
@@ -14,7 +15,7 @@ import {
 import { ResultBatcher } from "./result-batcher.js";
 import { delay } from "./task.js";
 import { type RunOutcome, TaskPool } from "./task-pool.js";
-import type { TaskCatalog } from "./tasks/registry.js";
+import type { TaskCatalog, TaskRegistry } from "./tasks/registry.js";
 
 export interface WorkerOptions {
   /** The master's worker routes. */
@@ -23,7 +24,7 @@ export interface WorkerOptions {
   tasks: TaskCatalog;
   /** Names this worker on the master. */
   workerId: string;
-  /** Tasks run at once, each on its own thread. */
+  /** Tasks run at once, each on its own thread (or this one, for `inline` types). */
   concurrency: number;
   logger: Logger;
   /** How long one lease request waits on the master for work (long poll). Default 20 s. */
@@ -77,8 +78,8 @@ interface HeldTask {
 
 /**
  * Pulls tasks from the master and runs them, each in a task thread (task-pool.ts), all of which
- * it starts before it leases anything: leases up to
- * the free concurrency per long poll and gives back anything beyond that, renews every held lease
+ * it starts before it leases anything, or on this thread for `inline` types (inline-run.ts):
+ * leases up to the free concurrency per long poll and gives back anything beyond that, renews every held lease
  * from the main thread (lease-renewal.ts), sends completions in batches bounded in bytes
  * (result-batcher.ts), backs off when the master fails or breaks the protocol, and on
  * {@link shutdown} stops leasing, lets running tasks finish within a grace time and gives back
@@ -87,6 +88,9 @@ interface HeldTask {
 export class Worker {
   private readonly master: MasterApi;
   private readonly taskTypes: ReadonlySet<string>;
+  /** The handlers of `inline` types, run on this thread; every other type runs in {@link pool}. */
+  private readonly inline: TaskRegistry;
+  private readonly maxResultBytes: number;
   private readonly pool: TaskPool;
   private readonly workerId: string;
   private readonly concurrency: number;
@@ -128,6 +132,7 @@ export class Worker {
   constructor(options: WorkerOptions) {
     this.master = options.master;
     this.taskTypes = new Set(options.tasks.types);
+    this.inline = options.tasks.inline;
     this.workerId = options.workerId;
     this.concurrency = options.concurrency;
     this.log = options.logger;
@@ -137,6 +142,7 @@ export class Worker {
     this.finalFlushMs = options.finalFlushMs ?? 5_000;
     this.leaseAnswerWaitMs = options.leaseAnswerWaitMs ?? 1_000;
     const maxResultBytes = options.maxResultBytes ?? workerEnv.MAX_RESULT_BYTES.default;
+    this.maxResultBytes = maxResultBytes;
     this.leaseBackoff = new Backoff(this.initialBackoffMs, this.maxBackoffMs);
     this.results = new ResultBatcher({
       master: this.master,
@@ -198,6 +204,33 @@ export class Worker {
     return this.stopping;
   }
 
+  /**
+   * For an error nothing caught (`uncaughtException`); call it synchronously from the listener.
+   * When it came from the code of an `inline` task (a timer it set, a promise it left), that
+   * task's attempt fails as a crash, as a task thread's would; the other tasks did nothing wrong
+   * and are given back, no attempt counted. Then the worker stops, with no grace: the process's
+   * state is suspect.
+   */
+  crashed(error: unknown): Promise<void> {
+    const owner = inlineOwner();
+    const entry = owner === undefined ? undefined : this.held.get(owner);
+    // Stopped first, so that the failure's completion carries no lease request.
+    const stopping = this.shutdown(0);
+    if (entry) {
+      this.finish(entry, {
+        ok: false,
+        error: `the handler crashed: ${describeThrown(error)}`,
+        retryable: true,
+      });
+    } else if (owner !== undefined) {
+      this.log.warn(
+        { taskId: owner, error: describeThrown(error) },
+        "code left behind by a finished inline task crashed the worker",
+      );
+    }
+    return stopping;
+  }
+
   private get stopped(): boolean {
     return this.stopController.signal.aborted;
   }
@@ -209,8 +242,9 @@ export class Worker {
     // tasks would sit `running` on the master, doing nothing, for seconds; past a lease period
     // their leases were lost and the half-started threads thrown away and started again.
     const warming = performance.now();
-    await Promise.race([this.pool.warmUp(), this.whenStopped]);
-    if (!this.stopped) {
+    const threaded = [...this.taskTypes].some((type) => !this.inline.has(type));
+    if (threaded) await Promise.race([this.pool.warmUp(), this.whenStopped]);
+    if (threaded && !this.stopped) {
       this.log.info(
         { threads: this.concurrency, ms: Math.round(performance.now() - warming) },
         "task threads ready",
@@ -223,6 +257,13 @@ export class Worker {
         const problem = this.carriedProblem;
         this.carriedProblem = undefined;
         if (problem !== undefined && !this.stopped) await this.backOff(this.leaseBackoff, problem);
+        // As after a lease answer of our own (below): inline tasks it started finish first.
+        else await yieldToEventLoop();
+        continue;
+      }
+      if (this.results.sendScheduled) {
+        // Results go first, so that their request carries the lease: one request, not two.
+        await yieldToEventLoop();
         continue;
       }
       const free = this.concurrency - this.held.size;
@@ -271,6 +312,9 @@ export class Worker {
         continue;
       }
       this.leaseBackoff.reset();
+      // Tasks run inline finish within a few microtasks: let them, so that their results are
+      // sent before the next lease, and carry it.
+      if (answer.tasks.length > 0) await yieldToEventLoop();
     }
   }
 
@@ -357,11 +401,12 @@ export class Worker {
 
   private async execute(entry: HeldTask, payload: unknown): Promise<void> {
     let run: RunOutcome;
+    const request = { id: entry.id, type: entry.type, payload, attempt: entry.attempt };
+    const inline = this.inline.get(entry.type);
     try {
-      run = await this.pool.run(
-        { id: entry.id, type: entry.type, payload, attempt: entry.attempt },
-        entry.controller.signal,
-      );
+      run = inline
+        ? await runInline(inline, request, entry.controller.signal, this.maxResultBytes)
+        : await this.pool.run(request, entry.controller.signal);
     } catch (error) {
       // No thread could be started (out of memory, too many threads): the worker's trouble, not
       // the task's, so the task goes back without counting an attempt.

@@ -10,6 +10,7 @@
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
+import { productionNodeArgs } from "../../../scripts/local-services.js";
 import { FakeMaster } from "./fake-master.js";
 
 const tasks = Number(process.argv[2] ?? 20_000);
@@ -26,7 +27,7 @@ function cpuMs(pid: number): number {
 async function main(): Promise<void> {
   const master = await new FakeMaster().listen();
   for (let i = 0; i < tasks; i++) master.add("echo", { i });
-  const child = spawn(process.execPath, [entry], {
+  const child = spawn(process.execPath, [...productionNodeArgs, entry], {
     env: {
       PATH: process.env.PATH ?? "",
       MASTER_URL: master.url,

@@ -4,7 +4,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { describe, it } from "node:test";
 import { countPrimesBelow } from "../src/tasks/cpu.js";
-import { loadTaskRegistry } from "../src/tasks/registry.js";
+import { loadTaskCatalog, loadTaskRegistry } from "../src/tasks/registry.js";
 
 const taskModule = path.resolve(import.meta.dirname, "../src/task.ts");
 
@@ -30,6 +30,24 @@ export default defineTask({ payload: z.object({ a: z.number() }), run: ({ a }) =
       assert.equal(
         await double?.run({ a: 21 }, { signal: controller.signal, id: "t", attempt: 1 }),
         42,
+      );
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
+  });
+
+  it("keeps the handlers declared inline in the catalog, and refuses an unknown isolation", async () => {
+    const catalog = await loadTaskCatalog();
+    assert.deepEqual([...catalog.inline.keys()], ["echo"]);
+    const directory = await mkdtemp(path.join(os.tmpdir(), "taskfleet-tasks-"));
+    try {
+      const source = `import { defineTask, z } from ${JSON.stringify(taskModule)};
+export default defineTask({ payload: z.null(), run: () => 1, isolation: "process" });
+`;
+      await writeFile(path.join(directory, "elsewhere.ts"), source);
+      await assert.rejects(
+        loadTaskRegistry(directory),
+        /task file elsewhere\.ts: isolation must be "thread" or "inline" \(got "process"\)/,
       );
     } finally {
       await rm(directory, { recursive: true, force: true });

@@ -102,6 +102,24 @@ describe("result batcher", () => {
     assert.equal(results.pendingCount, 0);
   });
 
+  it("sends a result added while a request is finishing, as inline tasks add theirs", async () => {
+    const { master, calls } = fakeMaster();
+    let added = false;
+    // After the answer, before the request's bookkeeping is over: a task that ran on this thread
+    // (an inline type, started by a lease answer) can finish right there, within microtasks.
+    const { results } = batcher(master, {
+      afterSend: () => {
+        if (added) return;
+        added = true;
+        void Promise.resolve().then(() => results.add(success("late")));
+      },
+    });
+    results.add(success("first"));
+    await until(() => calls.length === 2);
+    assert.deepEqual(calls.map(ids), [["first"], ["late"]]);
+    assert.equal(results.pendingCount, 0);
+  });
+
   it("splits results so that no request is over MAX_RESULT_BYTES plus the envelope", async () => {
     const maxResultBytes = 1000;
     const requestMaxBytes = maxResultBytes + RESULT_ENVELOPE_BYTES;

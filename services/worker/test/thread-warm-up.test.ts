@@ -24,7 +24,9 @@ function slowToLoadTasks(loadMs: number): { directory: string; loads: () => numb
       `import { appendFileSync } from "node:fs";`,
       `await new Promise((resolve) => setTimeout(resolve, ${loadMs}));`,
       `appendFileSync(${JSON.stringify(loads)}, \`\${Date.now()}\\n\`);`,
-      `export { default } from ${JSON.stringify(echo)};`,
+      `import echo from ${JSON.stringify(echo)};`,
+      // Echo runs inline, where no thread would load it: this type runs on the threads.
+      `export default { ...echo, isolation: "thread" };`,
     ].join("\n"),
   );
   return {

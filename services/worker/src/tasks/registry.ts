@@ -1,7 +1,7 @@
 import { readdir } from "node:fs/promises";
 import * as path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import type { TaskHandler } from "../task.js";
+import { type TaskHandler, taskIsolations } from "../task.js";
 
 /** Task types by name. */
 export type TaskRegistry = ReadonlyMap<string, TaskHandler>;
@@ -9,22 +9,25 @@ export type TaskRegistry = ReadonlyMap<string, TaskHandler>;
 /** The folder of the built-in task files: this file's own. */
 export const builtInTasksDirectory = path.dirname(fileURLToPath(import.meta.url));
 
-/** What the worker's main thread needs of the task files: where they are and the types they define. */
+/** What the worker's main thread needs of the task files. */
 export interface TaskCatalog {
   /** The folder each task thread loads the handlers from. */
   directory: string;
   /** The task types, one per file. */
   types: readonly string[];
+  /** The handlers of the types declared `isolation: "inline"`, which the main thread runs. */
+  inline: TaskRegistry;
 }
 
 /**
  * Loads the task files once in the calling thread, so a broken file stops the worker at start with
- * its name, and returns the types they define. The handlers themselves run in task threads, which
- * load the same folder (task-thread.ts).
+ * its name, and returns the types they define. Handlers run in task threads, which load the same
+ * folder (task-thread.ts), except those declared `inline`: the catalog keeps these.
  */
 export async function loadTaskCatalog(directory = builtInTasksDirectory): Promise<TaskCatalog> {
   const registry = await loadTaskRegistry(directory);
-  return { directory, types: [...registry.keys()] };
+  const inline = new Map([...registry].filter(([, handler]) => handler.isolation === "inline"));
+  return { directory, types: [...registry.keys()], inline };
 }
 
 const typePattern = /^[a-z0-9][a-z0-9_.-]*$/;
@@ -63,6 +66,14 @@ export async function loadTaskRegistry(directory = builtInTasksDirectory): Promi
     ) {
       throw new Error(
         `task file ${file} must default-export defineTask({ payload: <zod schema>, run(payload, context) })`,
+      );
+    }
+    if (
+      handler.isolation !== undefined &&
+      !(taskIsolations as readonly unknown[]).includes(handler.isolation)
+    ) {
+      throw new Error(
+        `task file ${file}: isolation must be ${taskIsolations.map((name) => `"${name}"`).join(" or ")} (got ${JSON.stringify(handler.isolation)})`,
       );
     }
     registry.set(type, handler as TaskHandler);
