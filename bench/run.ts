@@ -143,7 +143,7 @@ function summary(scenario: ScenarioName, result: RoundResult[ScenarioName]): str
     }
     case "memory": {
       const m = result as RoundResult["memory"];
-      return `${Math.round(m.bytesPerTask)} B/task (detail ${Math.round(m.detailBytesPerTask)} B/task)`;
+      return `${Math.round(m.bytesPerTask)} B/task (detail ${Math.round(m.detailBytesPerTask)} B/task; first fill ${Math.round(m.firstBytesPerTask)} B/task)`;
     }
   }
 }

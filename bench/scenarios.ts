@@ -78,11 +78,21 @@ export interface ScaleOutResult {
 }
 
 export interface MemoryResult {
+  /** Tasks in each of the two fills. */
   tasks: number;
   baselineBytes: number;
+  /** After the first fill. */
+  halfBytes: number;
+  /** After the second. */
   loadedBytes: number;
+  /** What the second fill added, per task: the figure compared. */
   bytesPerTask: number;
-  /** taskfleet: V8 heap in use after GC, per task; BullMQ: Redis RSS per task. */
+  /**
+   * What the first fill added, per task: also what the broker grows by once, to its working size
+   * (taskfleet: V8's young generation, about 32 MB, grows with the first fill's allocations).
+   */
+  firstBytesPerTask: number;
+  /** taskfleet: V8 heap in use after GC, per task; BullMQ: Redis RSS per task (second fill). */
   detailBytesPerTask: number;
 }
 
@@ -370,9 +380,13 @@ async function waitFinishedSlowly(deployment: Deployment, target: number, timeou
 }
 
 /**
- * Memory: with no workers, the broker's memory before and after `memoryTasks` echo tasks are
- * queued, per task. A first batch is queued before the baseline so that code and buffers that any
- * first request allocates are not counted as task memory.
+ * Memory: with no workers, the broker's memory before and after each of two fills of
+ * `memoryTasks` echo tasks. The figure is what the second fill adds per task, the slope: what
+ * one more queued task costs. The first fill also pays what the broker grows by once whatever
+ * the queue holds (taskfleet's young generation grows to about 32 MB under the submissions'
+ * allocations, as it does under any load), which would count as per-task memory on one fill; it is
+ * reported apart. A first batch is queued before the baseline so that code and buffers that any
+ * first request allocates are not counted either.
  */
 export function memory(system: System, config: BenchConfig): Promise<MemoryResult> {
   return withDeployment(
@@ -381,18 +395,20 @@ export function memory(system: System, config: BenchConfig): Promise<MemoryResul
     async (deployment) => {
       await submitInBatches(deployment, echoTasks(WARMUP_TASKS), config.batchSize);
       const before = await deployment.memory();
-      await submitInBatches(
-        deployment,
-        echoTasks(config.memoryTasks, WARMUP_TASKS),
-        config.batchSize,
-      );
+      const fill = (from: number) =>
+        submitInBatches(deployment, echoTasks(config.memoryTasks, from), config.batchSize);
+      await fill(WARMUP_TASKS);
+      const half = await deployment.memory();
+      await fill(WARMUP_TASKS + config.memoryTasks);
       const after = await deployment.memory();
       return {
         tasks: config.memoryTasks,
         baselineBytes: before.bytes,
+        halfBytes: half.bytes,
         loadedBytes: after.bytes,
-        bytesPerTask: (after.bytes - before.bytes) / config.memoryTasks,
-        detailBytesPerTask: (after.detailBytes - before.detailBytes) / config.memoryTasks,
+        bytesPerTask: (after.bytes - half.bytes) / config.memoryTasks,
+        firstBytesPerTask: (half.bytes - before.bytes) / config.memoryTasks,
+        detailBytesPerTask: (after.detailBytes - half.detailBytes) / config.memoryTasks,
       };
     },
   );

@@ -47,8 +47,10 @@ function round(tasksPerSecond: number, p50: number, speedup: number, bytes: numb
     memory: {
       tasks: 100_000,
       baselineBytes: 1e6,
-      loadedBytes: 1e6 + bytes * 1e5,
+      halfBytes: 1e6 + 2 * bytes * 1e5,
+      loadedBytes: 1e6 + 3 * bytes * 1e5,
       bytesPerTask: bytes,
+      firstBytesPerTask: 2 * bytes,
       detailBytesPerTask: bytes / 2,
     },
   };

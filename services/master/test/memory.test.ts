@@ -51,6 +51,51 @@ describe("master memory", () => {
     await store.close();
   });
 
+  it("keeps each task's type, maxAttempts and timeoutSeconds, past the shapes it shares too", async () => {
+    const store = new MemoryTaskStore({
+      leaseSeconds: 30,
+      resultTtlSeconds: 3600,
+      resultMaxCount: 100,
+      retryBackoffMs: 1,
+      sweepIntervalMs: 1,
+    });
+    // 2,000 distinct (type, maxAttempts, timeoutSeconds), more than the store shares (1,024),
+    // twice each: a task submitted like an earlier one must not take another's settings.
+    const specs = Array.from({ length: 4000 }, (_, i) => ({
+      type: `t${(i % 2000) % 7}`,
+      payload: i,
+      maxAttempts: 1 + ((i % 2000) % 100),
+      timeoutSeconds: 1 + Math.floor((i % 2000) / 7),
+    }));
+    const ids = (await store.submit(specs)).map((outcome) => outcome.id);
+    const leased = await store.lease("w", specs.length, 0);
+    assert.equal(leased.length, specs.length);
+    for (const task of leased) {
+      const spec = specs[ids.indexOf(task.id)];
+      assert.deepEqual(
+        { type: task.type, payload: task.payload, timeoutSeconds: task.timeoutSeconds },
+        { type: spec?.type, payload: spec?.payload, timeoutSeconds: spec?.timeoutSeconds },
+      );
+    }
+    // maxAttempts shows in when a task fails: fail each attempt until the task is `failed`.
+    const index = specs.findIndex((spec) => spec.maxAttempts === 3);
+    const id = ids[index] as string;
+    let lease = leased.find((task) => task.id === id);
+    for (let attempt = 1; lease !== undefined; attempt++) {
+      await store.complete("w", [
+        { id, leaseId: lease.leaseId, ok: false, error: "no", retryable: true },
+      ]);
+      const view = await store.get(id);
+      assert.equal(view?.attempts, attempt);
+      if (view?.status === "failed") {
+        assert.equal(attempt, 3);
+        break;
+      }
+      lease = (await store.lease("w", 1, 5000)).find((task) => task.id === id);
+    }
+    await store.close();
+  });
+
   // Shapes whose heap size JSON's size undercounts up to 20 times, and ordinary ones: the
   // estimate the memory budget counts must stay close to what V8 takes, and rather above it.
   const n = 20_000;

@@ -26,35 +26,97 @@ import {
 export type MemoryStoreOptions = StoreOptions;
 
 // One object per task with every field set in the constructor, so all records share one hidden
-// class and stay small: no closures, timers or per-task promises hang off a record. What a task
-// gets from its first lease on is in an `Attempts` of its own, created then: a long queue of tasks
-// never leased holds none (each time below is a heap number of 16 bytes besides its field, and a
-// queued record without them is half the size).
+// class and stay small: no closures, timers or per-task promises hang off a record, and what many
+// tasks share or few tasks have is kept elsewhere: 7 fields, not 13. On 100,000 queued tasks with
+// small payloads that is 191 bytes of heap a task, all told, against 234 with a field for each.
+// - What a task gets from its first lease on (its attempts, lease, times, outcome) is in an
+//   `Attempts` of its own, created then: a long queue of tasks never leased holds none.
+// - Type, maxAttempts and timeoutSeconds are one `TaskShape`, shared by every task submitted
+//   with the same three (see `MemoryTaskStore.shapeOf`).
+// - The idempotency key, which few tasks have, is in `keyOf`.
+// - A task's status and budget charge are implied until its first lease (`queued`, what it was
+//   counted at its submission), and kept in its `Attempts` from then on.
 class TaskRecord {
-  status: TaskStatus = "queued";
-  attempts = 0;
-  /** What this task counts against the memory budget right now (see `chargeOf`). */
-  charge = 0;
   /** Created by the first lease. */
   run: Attempts | undefined = undefined;
 
   constructor(
     readonly id: string,
-    readonly type: string,
+    readonly shape: TaskShape,
     public payload: unknown,
     /** Size as JSON, which bounds what one lease answer carries. */
     readonly payloadBytes: number,
     /** Estimated size on the heap, which the memory budget counts. */
     readonly payloadMemoryBytes: number,
-    readonly idempotencyKey: string | undefined,
+    readonly createdAt: number,
+  ) {}
+
+  /** `queued` until the first lease. */
+  get status(): TaskStatus {
+    return this.run === undefined ? "queued" : this.run.status;
+  }
+
+  set status(status: TaskStatus) {
+    attemptsOf(this).status = status;
+  }
+
+  /**
+   * What this task counts against the memory budget right now (see `chargeOf`); until the first
+   * lease, what it was counted at its submission.
+   */
+  get charge(): number {
+    return this.run === undefined ? chargeOf(this) : this.run.charge;
+  }
+
+  set charge(bytes: number) {
+    attemptsOf(this).charge = bytes;
+  }
+
+  get type(): string {
+    return this.shape.type;
+  }
+
+  get maxAttempts(): number {
+    return this.shape.maxAttempts;
+  }
+
+  get timeoutSeconds(): number {
+    return this.shape.timeoutSeconds;
+  }
+
+  /** Attempts started that count (a lease given back does not). */
+  get attempts(): number {
+    return this.run === undefined ? 0 : this.run.attempts;
+  }
+
+  get idempotencyKey(): string | undefined {
+    return keyOf.get(this);
+  }
+}
+
+/** A submission's type and settings, shared by the tasks submitted with the same. */
+class TaskShape {
+  constructor(
+    readonly type: string,
     readonly maxAttempts: number,
     readonly timeoutSeconds: number,
-    readonly createdAt: number,
   ) {}
 }
 
+/** The idempotency keys of the tasks submitted with one. */
+const keyOf = new WeakMap<TaskRecord, string>();
+
+/** Distinct shapes a store shares at most; a task of any other gets one of its own. */
+const SHAPES_MAX = 1024;
+
+/** Above every allowed `timeoutSeconds`, so that a shape's code names one pair of settings. */
+const SHAPE_TIMEOUT_SPAN = limits.timeoutSeconds + 1;
+
 /** A task's leases and outcome, from its first lease on. */
 class Attempts {
+  status: TaskStatus = "running";
+  /** Attempts started that count (a lease given back does not). */
+  attempts = 0;
   /** When the first attempt that counts started; 0 when every lease was given back. */
   startedAt = 0;
   finishedAt = 0;
@@ -73,6 +135,8 @@ class Attempts {
   constructor(
     /** Since when the task has been ready to lease (see `StoreStats.oldestQueuedSeconds`). */
     public readySince: number,
+    /** See `TaskRecord.charge`. */
+    public charge: number,
   ) {}
 }
 
@@ -131,6 +195,9 @@ export class MemoryTaskStore implements TaskStore {
 
   private readonly tasks = new Map<string, TaskRecord>();
   private readonly byKey = new Map<string, TaskRecord>();
+  /** Shapes by type, then by `maxAttempts × SHAPE_TIMEOUT_SPAN + timeoutSeconds`. */
+  private readonly shapes = new Map<string, Map<number, TaskShape>>();
+  private shapeCount = 0;
   private readonly ready = new Deque<TaskRecord>();
   private readonly delayed = new MinHeap<TaskRecord>((task) => task.run?.availableAt ?? 0);
   private readonly running = new Set<TaskRecord>();
@@ -213,18 +280,19 @@ export class MemoryTaskStore implements TaskStore {
       while (this.tasks.has(id)) id = newTaskId();
       const task = new TaskRecord(
         id,
-        spec.type,
+        this.shapeOf(spec),
         spec.payload,
         payloadBytes[i] as number,
         payloadMemoryBytes[i] as number,
-        key,
-        spec.maxAttempts,
-        spec.timeoutSeconds,
         now,
       );
       this.tasks.set(id, task);
-      if (key !== undefined) this.byKey.set(key, task);
-      this.account(task);
+      if (key !== undefined) {
+        keyOf.set(task, key);
+        this.byKey.set(key, task);
+      }
+      // Its charge until the first lease (`TaskRecord.charge`).
+      this.liveBytes += chargeOf(task);
       this.ready.push(task);
       this.queuedCount++;
       created++;
@@ -451,6 +519,30 @@ export class MemoryTaskStore implements TaskStore {
     if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
   }
 
+  /** The shape of the tasks submitted as `spec`: the shared one, while there are few enough. */
+  private shapeOf(spec: TaskSpec): TaskShape {
+    const { type, maxAttempts, timeoutSeconds } = spec;
+    const code = maxAttempts * SHAPE_TIMEOUT_SPAN + timeoutSeconds;
+    let ofType = this.shapes.get(type);
+    const shared = ofType?.get(code);
+    if (shared !== undefined) return shared;
+    const shape = new TaskShape(type, maxAttempts, timeoutSeconds);
+    // The routes allow no others; a caller that passes others gets a shape of its own.
+    const codable =
+      Number.isInteger(timeoutSeconds) &&
+      timeoutSeconds >= 0 &&
+      timeoutSeconds < SHAPE_TIMEOUT_SPAN;
+    if (codable && this.shapeCount < SHAPES_MAX) {
+      if (ofType === undefined) {
+        ofType = new Map();
+        this.shapes.set(spec.type, ofType);
+      }
+      ofType.set(code, shape);
+      this.shapeCount++;
+    }
+    return shape;
+  }
+
   /** Brings the budget up to date with what the task holds now. */
   private account(task: TaskRecord): void {
     const bytes = chargeOf(task);
@@ -485,9 +577,9 @@ export class MemoryTaskStore implements TaskStore {
   /** Takes a running task out of its lease as if it had never been leased. */
   private unlease(task: TaskRecord): void {
     this.running.delete(task);
-    task.attempts--;
     const run = attemptsOf(task);
-    if (task.attempts === 0) run.startedAt = 0;
+    run.attempts--;
+    if (run.attempts === 0) run.startedAt = 0;
     run.leaseId = "";
     run.leaseWorker = "";
   }
@@ -509,10 +601,11 @@ export class MemoryTaskStore implements TaskStore {
 
   private grantLease(task: TaskRecord, workerId: string, now: number): LeasedTask {
     this.queuedCount--;
+    // Until now its charge was the one it was counted at its submission.
+    task.run ??= new Attempts(task.createdAt, chargeOf(task));
     task.status = "running";
-    task.attempts++;
-    task.run ??= new Attempts(task.createdAt);
     const run = task.run;
+    run.attempts++;
     run.leaseId = newLeaseId();
     run.leaseWorker = workerId;
     run.leasedAt = now;
