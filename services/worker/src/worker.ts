@@ -79,9 +79,9 @@ interface HeldTask {
 /**
  * Pulls tasks from the master and runs them, each in a task thread (task-pool.ts), all of which
  * it starts before it leases anything, or on this thread for `inline` types (inline-run.ts):
- * leases up to the free concurrency per long poll and gives back anything beyond that, renews every held lease
- * from the main thread (lease-renewal.ts), sends completions in batches bounded in bytes
- * (result-batcher.ts), backs off when the master fails or breaks the protocol, and on
+ * leases up to the free concurrency per long poll and gives back anything beyond that, renews
+ * every held lease from the main thread (lease-renewal.ts), sends completions in batches bounded
+ * in bytes (result-batcher.ts), backs off when the master fails or breaks the protocol, and on
  * {@link shutdown} stops leasing, lets running tasks finish within a grace time and gives back
  * the rest. Owns no process concerns (signals, exit), so tests drive it directly.
  */
