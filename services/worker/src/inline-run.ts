@@ -1,18 +1,6 @@
-import { AsyncLocalStorage } from "node:async_hooks";
 import { type HandlerRun, runHandler } from "./run-handler.js";
 import type { TaskHandler } from "./task.js";
 import type { RunOutcome } from "./task-pool.js";
-
-/** The id of the inline task whose code is running, across its timers and promises. */
-const owner = new AsyncLocalStorage<string>();
-
-/**
- * The inline task whose code is running now, if any: read synchronously where an error nothing
- * caught lands (`uncaughtException`), it names the task whose timer or promise threw.
- */
-export function inlineOwner(): string | undefined {
-  return owner.getStore();
-}
 
 /**
  * Runs one attempt of an `inline` task type on the calling (main) thread, with the outcomes a task
@@ -29,11 +17,9 @@ export function runInline(
   return new Promise((resolve) => {
     const onAbort = () => resolve({ kind: "aborted", reason: signal.reason });
     signal.addEventListener("abort", onAbort, { once: true });
-    void owner
-      .run(run.id, () => runHandler(handler, run, signal, maxResultBytes))
-      .then((outcome) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve({ kind: "done", outcome });
-      });
+    void runHandler(handler, run, signal, maxResultBytes).then((outcome) => {
+      signal.removeEventListener("abort", onAbort);
+      resolve({ kind: "done", outcome });
+    });
   });
 }

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { describeThrown, type HandlerOutcome, serializeResult } from "./handler-outcome.js";
 import { isPermanentTaskError, type TaskHandler } from "./task.js";
 
@@ -9,6 +10,17 @@ export interface HandlerRun {
   attempt: number;
 }
 
+/** The id of the task whose handler code is running, across its timers and promises. */
+const owner = new AsyncLocalStorage<string>();
+
+/**
+ * The task whose handler code is running now, if any, on this thread: read synchronously where an
+ * error nothing caught lands (`uncaughtException`), it names the task whose timer or promise threw.
+ */
+export function handlerOwner(): string | undefined {
+  return owner.getStore();
+}
+
 /**
  * Runs one attempt through its handler, on whichever thread calls it (a task thread, or the main
  * thread for an `inline` type): checks the payload against the handler's schema (a refusal names
@@ -16,7 +28,17 @@ export interface HandlerRun {
  * Never rejects: whatever the handler throws becomes the attempt's failure, retryable unless it is
  * a PermanentTaskError.
  */
-export async function runHandler(
+export function runHandler(
+  handler: TaskHandler,
+  run: HandlerRun,
+  signal: AbortSignal,
+  maxResultBytes: number,
+): Promise<HandlerOutcome> {
+  // Under the task's id, so that an error its code throws later is traced to it (handlerOwner).
+  return owner.run(run.id, () => attempt(handler, run, signal, maxResultBytes));
+}
+
+async function attempt(
   handler: TaskHandler,
   run: HandlerRun,
   signal: AbortSignal,

@@ -1,7 +1,6 @@
-import { AsyncLocalStorage } from "node:async_hooks";
 import { parentPort, workerData } from "node:worker_threads";
 import { describeThrown, type HandlerOutcome } from "./handler-outcome.js";
-import { runHandler } from "./run-handler.js";
+import { handlerOwner, runHandler } from "./run-handler.js";
 import type { TaskHandler } from "./task.js";
 import type { FromThread, ThreadData, ToThread } from "./task-pool.js";
 import { loadTaskRegistry } from "./tasks/registry.js";
@@ -18,8 +17,6 @@ const port = parentPort;
 const { tasksDirectory, maxResultBytes } = workerData as ThreadData;
 const registry = loadTaskRegistry(tasksDirectory);
 
-/** The id of the task whose code is running, across its timers and promises. */
-const owner = new AsyncLocalStorage<string>();
 let current: { id: string; controller: AbortController } | undefined;
 
 const send = (message: FromThread) => port.postMessage(message);
@@ -35,7 +32,7 @@ registry.then(
 // unknown state: say which task's code threw, then end the thread. The main thread fails that
 // task, or gives back the one running now if the error came from a task that already finished.
 process.on("uncaughtException", (error) => {
-  send({ kind: "crash", owner: owner.getStore(), error: describeThrown(error) });
+  send({ kind: "crash", owner: handlerOwner(), error: describeThrown(error) });
   process.exit(1);
 });
 
@@ -52,7 +49,7 @@ port.on("message", (message: ToThread) => {
 async function run(request: Extract<ToThread, { kind: "run" }>): Promise<void> {
   const controller = new AbortController();
   current = { id: request.id, controller };
-  const outcome = await owner.run(request.id, () => attempt(request, controller.signal));
+  const outcome = await attempt(request, controller.signal);
   if (current?.id === request.id) current = undefined;
   send({ kind: "done", id: request.id, outcome });
 }

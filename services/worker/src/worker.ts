@@ -2,7 +2,7 @@ import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import { Backoff } from "@taskfleet/protocol/backoff";
 import { workerEnv } from "@taskfleet/protocol/worker-env";
 import { describeThrown, type HandlerOutcome } from "./handler-outcome.js";
-import { inlineOwner, runInline } from "./inline-run.js";
+import { runInline } from "./inline-run.js";
 import { LeaseRenewal, leasesPerRequest } from "./lease-renewal.js";
 import type { Logger } from "./logger.js";
 import {
@@ -13,6 +13,7 @@ import {
   MasterRejectedError,
 } from "./master-client.js";
 import { ResultBatcher } from "./result-batcher.js";
+import { handlerOwner } from "./run-handler.js";
 import { delay } from "./task.js";
 import { type RunOutcome, TaskPool } from "./task-pool.js";
 import type { TaskCatalog, TaskRegistry } from "./tasks/registry.js";
@@ -212,7 +213,7 @@ export class Worker {
    * state is suspect.
    */
   crashed(error: unknown): Promise<void> {
-    const owner = inlineOwner();
+    const owner = handlerOwner();
     const entry = owner === undefined ? undefined : this.held.get(owner);
     // Stopped first, so that the failure's completion carries no lease request.
     const stopping = this.shutdown(0);
