@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import * as net from "node:net";
 import { after, before, describe, it, type TestContext } from "node:test";
+import { Redis } from "ioredis";
 import { type RedisStoreOptions, RedisTaskStore } from "../src/store/redis-store.js";
 import { StoreUnavailableError } from "../src/store/task-store.js";
 import { FakeClock } from "./helper.js";
@@ -91,6 +92,89 @@ describe("redis store: several masters on one Redis", { skip }, () => {
     const task = await waiting;
     assert.equal(task?.result, "done");
     assert.ok(performance.now() - started < 1000);
+  });
+
+  it("publishes the finish of the tasks somebody waits for, and of no other", async (t) => {
+    if (redis === undefined) throw new Error("redis-server has not started");
+    const prefix = `shared-${++stores}:`;
+    const a = redisStore(t, { ...base, prefix });
+    const b = redisStore(t, { ...base, prefix });
+    const listener = new Redis({ host: redis.host, port: redis.port });
+    t.after(() => listener.disconnect());
+    const messages: string[] = [];
+    listener.on("message", (_channel: string, message: string) => messages.push(message));
+    await listener.subscribe(`${prefix}finished`);
+    const spec = { type: "echo", maxAttempts: 1, timeoutSeconds: 60 };
+    const outcomes = await a.submit(
+      Array.from({ length: 20 }, (_, n) => ({ ...spec, payload: n })),
+    );
+    const watchedId = outcomes[7]?.id ?? "";
+    const waiting = a.waitForFinish(watchedId, 30_000);
+    // The wait has marked its task (its first read) before the completions come.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const leased = await b.lease("w1", 20, 0);
+    await b.complete(
+      "w1",
+      leased.map((task) => ({
+        id: task.id,
+        leaseId: task.leaseId,
+        ok: true,
+        result: task.payload,
+      })),
+    );
+    assert.deepEqual((await waiting)?.result, 7);
+    await b.get(watchedId); // a round trip on Redis after the publish: the message has gone out
+    assert.equal(messages.length, 1);
+    assert.equal(JSON.parse(messages[0] ?? "[]")[0], watchedId);
+  });
+
+  it("answers a wait on a bare finished id, as masters from before views publish it", async (t) => {
+    if (redis === undefined) throw new Error("redis-server has not started");
+    const prefix = `shared-${++stores}:`;
+    const a = redisStore(t, { ...base, prefix });
+    const [submitted] = await a.submit([
+      { type: "echo", payload: 1, maxAttempts: 3, timeoutSeconds: 60 },
+    ]);
+    const id = submitted?.id ?? "";
+    const waiting = a.waitForFinish(id, 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // An older master finishes the task and publishes only its id.
+    const old = new Redis({ host: redis.host, port: redis.port });
+    t.after(() => old.disconnect());
+    await old.hset(`${prefix}t:${id}`, "status", "succeeded", "result", '"old"');
+    const started = performance.now();
+    await old.publish(`${prefix}finished`, id);
+    const task = await waiting;
+    assert.ok(performance.now() - started < 1000);
+    assert.equal(task?.status, "succeeded");
+    assert.equal(task?.result, "old");
+  });
+
+  it("hands a submission to the polls waiting on its own store, oldest first, in order", async (t) => {
+    const prefix = `shared-${++stores}:`;
+    const a = redisStore(t, { ...base, prefix });
+    const b = redisStore(t, { ...base, prefix });
+    const first = a.lease("w1", 2, 30_000, { slots: 8 });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const second = a.lease("w2", 2, 30_000, { slots: 4 });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const spec = { type: "echo", maxAttempts: 3, timeoutSeconds: 60 };
+    const outcomes = await a.submit(Array.from({ length: 5 }, (_, n) => ({ ...spec, payload: n })));
+    const ids = outcomes.map((outcome) => outcome.id);
+    assert.deepEqual(
+      (await first).map((task) => task.id),
+      ids.slice(0, 2),
+    );
+    assert.deepEqual(
+      (await second).map((task) => task.id),
+      ids.slice(2, 4),
+    );
+    const stats = await b.stats();
+    assert.deepEqual([stats.queued, stats.running, stats.workerSlots], [1, 4, 12]);
+    assert.deepEqual(
+      (await b.lease("w3", 5, 0)).map((task) => task.id),
+      ids.slice(4),
+    );
   });
 
   it("hands each queued task to one poll across stores", async (t) => {

@@ -214,6 +214,60 @@ export function storeContract(
       assert.equal((await store.stats()).running, 7);
     });
 
+    it("leases the next tasks in the same call that completes, when asked", async (t) => {
+      const { store } = await make(t, { leaseMaxBytes: 25 });
+      const ids = (await store.submit(Array.from({ length: 6 }, (_, n) => spec(n)))).map(
+        (outcome) => outcome.id,
+      );
+      const first = await store.lease("w1", 2, 0);
+      const outcome = await store.complete("w1", [ok(first[0], "a"), fail(first[1], "boom")], {
+        max: 3,
+        slots: 8,
+      });
+      assert.deepEqual(outcome.accepted, [ids[0], ids[1]]);
+      assert.deepEqual(outcome.rejected, []);
+      // Oldest first, under fresh leases of this worker; the failure waits out its backoff.
+      const next = outcome.leased ?? [];
+      assert.deepEqual(
+        next.map((task) => [task.id, task.attempt]),
+        [
+          [ids[2], 1],
+          [ids[3], 1],
+          [ids[4], 1],
+        ],
+      );
+      assert.equal(new Set([...first, ...next].map((task) => task.leaseId)).size, 5);
+      assert.equal((await store.stats()).workerSlots, 8);
+      assert.equal((await store.get(ids[0] ?? ""))?.result, "a");
+      assert.deepEqual(
+        (
+          await store.complete(
+            "w1",
+            next.map((task) => ok(task)),
+          )
+        ).accepted,
+        next.map((task) => task.id),
+      );
+      // The byte cap holds as for any lease: "x".repeat(8) is 10 bytes, two fit in 25.
+      await store.submit(Array.from({ length: 3 }, () => spec("x".repeat(8))));
+      const [last] = await store.lease("w1", 1, 0);
+      const capped = await store.complete("w1", [ok(last)], { max: 10 });
+      assert.equal(capped.leased?.length, 2);
+      assert.equal((await store.stats()).queued, 2);
+      // A draining store takes the completions and leases nothing.
+      store.drain();
+      const drained = await store.complete(
+        "w1",
+        (capped.leased ?? []).map((task) => ok(task)),
+        {
+          max: 10,
+        },
+      );
+      assert.equal(drained.accepted.length, 2);
+      assert.deepEqual(drained.leased ?? [], []);
+      assert.equal((await store.stats()).queued, 2);
+    });
+
     it("hands a queued task to one worker only", async (t) => {
       const { store } = await make(t, { now: undefined });
       await submitOne(store, 1);
@@ -669,6 +723,8 @@ export function storeContract(
       assert.equal(task?.attempts, 1);
       assert.ok(task?.startedAt && task.finishedAt);
       assert.ok(elapsedMs < 1000, `answered after ${elapsedMs} ms`);
+      // What the wait answers is the task as a read shows it, field for field.
+      assert.deepEqual(task, await store.get(id));
     });
 
     it("answers a wait with the task as it stands when the time runs out", async (t) => {

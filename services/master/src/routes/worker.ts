@@ -101,13 +101,17 @@ export async function workerRoutes(
         };
       });
       const { workerId, lease } = request.body;
-      const outcome = await store.complete(workerId, results);
-      // A draining master leases nothing: without `lease` in the answer the worker asks on its
-      // own, and backs off on the 503 that gets.
-      if (lease === undefined || store.draining) return outcome;
-      // The worker's next lease, in the same round trip: the tasks its completions made room for.
-      const tasks = await store.lease(workerId, lease.max, 0, { slots: lease.slots });
-      const leaseJson = await leaseAnswerJson(store, workerId, tasks, request.log);
+      // The worker's next lease, in the same round trip and the same store step: the tasks its
+      // completions made room for. A draining master leases nothing: without `lease` in the
+      // answer the worker asks on its own, and backs off on the 503 that gets.
+      const { leased, ...outcome } = await store.complete(
+        workerId,
+        results,
+        lease === undefined || store.draining ? undefined : lease,
+      );
+      // Tasks leased before a drain began still go to the worker: they are its now.
+      if (leased === undefined || (leased.length === 0 && store.draining)) return outcome;
+      const leaseJson = await leaseAnswerJson(store, workerId, leased, request.log);
       return reply
         .type("application/json; charset=utf-8")
         .send(`${JSON.stringify(outcome).slice(0, -1)},"lease":${leaseJson}}`);

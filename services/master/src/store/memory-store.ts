@@ -11,6 +11,7 @@ import {
   type LeasedTask,
   type LeaseOptions,
   type LeaseRef,
+  type NextLease,
   OverBudgetError,
   type StoreObserver,
   type StoreOptions,
@@ -391,7 +392,11 @@ export class MemoryTaskStore implements TaskStore {
     return { renewed, lost };
   }
 
-  async complete(workerId: string, results: readonly Completion[]): Promise<CompleteOutcome> {
+  async complete(
+    workerId: string,
+    results: readonly Completion[],
+    next?: NextLease,
+  ): Promise<CompleteOutcome> {
     const now = this.now();
     this.noteWorker(workerId, now);
     const outcome: CompleteOutcome = { accepted: [], rejected: [] };
@@ -417,6 +422,9 @@ export class MemoryTaskStore implements TaskStore {
       }
     }
     this.handOff(now);
+    if (next !== undefined) {
+      outcome.leased = await this.lease(workerId, next.max, 0, { slots: next.slots });
+    }
     return outcome;
   }
 

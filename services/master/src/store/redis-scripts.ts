@@ -15,16 +15,34 @@
  * - `P workers`: a sorted set of worker ids by when each last called;
  * - `P slots`: a hash of worker id to the task slots of its latest lease, for the workers in
  *   `P workers` that have leased since they were last forgotten;
- * - channels `P queued` (tasks were queued) and `P finished` (the message is a finished task's id).
+ * - channels `P queued` (tasks were queued) and `P finished` (a watched task finished: the message
+ *   is its view, as `views` below).
+ *
+ * A task hash holds `watched` once a client has waited for it (`tfWatch`): only such a task's
+ * finish is published, so a master that runs tasks nobody waits on pays no message per task.
  *
  * The keys a script touches are built inside it from the prefix, which Redis allows on a single
  * server but not in Redis Cluster (there every key has to be passed in KEYS).
  *
- * Every script takes the same five leading arguments (see `header` in redis-store.ts) and answers
- * `{answer, ended, finished}`: `ended` lists the attempts that ended in it as triples of id,
- * outcome and when the lease began, `finished` the statuses of the tasks that finished, so the
- * master that ran it can tell its observer (metrics) exactly once.
+ * Every script takes the same five leading arguments (see `run` in redis-store.ts) and answers
+ * `{answer, ended, finished, views}`: `ended` lists the attempts that ended in it as triples of
+ * id, outcome and when the lease began, `finished` the statuses of the tasks that finished, so the
+ * master that ran it can tell its observer (metrics) exactly once; `views` the watched tasks that
+ * finished, each a JSON array of the `VIEW_FIELDS` after the id, so the master that ran it answers
+ * its own waiting clients without waiting for the message.
  */
+
+/** The task fields a client sees, in the order of a view array after the id. */
+export const VIEW_FIELDS = [
+  "type",
+  "status",
+  "attempts",
+  "result",
+  "error",
+  "createdAt",
+  "startedAt",
+  "finishedAt",
+] as const;
 
 const common = `
 local P = ARGV[1]
@@ -35,12 +53,20 @@ local RESULT_MAX_COUNT = tonumber(ARGV[5])
 local READY, DELAYED, RUNNING = P .. 'ready', P .. 'delayed', P .. 'running'
 local FINISHED, COUNTS, WORKERS = P .. 'finished', P .. 'counts', P .. 'workers'
 local SLOTS = P .. 'slots'
-local ended, done = {}, {}
+local ended, done, views = {}, {}, {}
 local queuedSome = false
+local VIEW_FIELDS = {${VIEW_FIELDS.map((field) => `'${field}'`).join(", ")}}
 
 local function tk(id) return P .. 't:' .. id end
 -- Integers as Redis should store them: Lua prints large numbers in exponent notation otherwise.
 local function int(n) return string.format('%d', n) end
+
+-- The task's id, then its VIEW_FIELDS (false where a field is absent).
+local function viewOf(id)
+  local f = redis.call('HMGET', tk(id), unpack(VIEW_FIELDS))
+  table.insert(f, 1, id)
+  return f
+end
 
 -- Marks the worker active now; false when it is one too many to track (and is not).
 local function noteWorker(worker, maxTracked)
@@ -64,13 +90,17 @@ local function finish(id, status)
   local charge = tonumber(redis.call('HGET', t, 'charge')) or 0
   redis.call('HINCRBY', COUNTS, 'live', -charge)
   redis.call('HSET', t, 'status', status, 'finishedAt', int(NOW), 'charge', 0)
+  if redis.call('HEXISTS', t, 'watched') == 1 then
+    local view = cjson.encode(viewOf(id))
+    views[#views + 1] = view
+    redis.call('PUBLISH', P .. 'finished', view)
+  end
   -- The API never shows the payload of a finished task, so it need not be kept.
   redis.call('HDEL', t, 'payload')
   redis.call('HINCRBY', COUNTS, status, 1)
   redis.call('RPUSH', FINISHED, id)
   while redis.call('LLEN', FINISHED) > RESULT_MAX_COUNT do drop(redis.call('LPOP', FINISHED)) end
   done[#done + 1] = status
-  redis.call('PUBLISH', P .. 'finished', id)
 end
 
 local function expire(id)
@@ -130,21 +160,71 @@ local function promoteDue(limit)
   return #due / 2
 end
 
+-- Leases up to max queued tasks to the worker, under the lease ids ARGV[idAt + 1] onwards, fewer
+-- when their payloads together would pass maxBytes (-1: no cap; one task always goes); remembers
+-- the worker's slots when it is tracked. Answers 6 per task: id, leaseId, type, payload, attempt,
+-- timeoutSeconds.
+local function leaseTasks(worker, tracked, max, maxBytes, slots, idAt)
+  -- Written only when it changes: a worker sends the same slots with every lease, and an
+  -- unchanged HSET would still go to the append-only file each time.
+  if tracked and redis.call('HGET', SLOTS, worker) ~= slots then
+    redis.call('HSET', SLOTS, worker, slots)
+  end
+  promoteDue(max)
+  local out = {}
+  local n, bytes = 0, 0
+  local expires = int(NOW + LEASE_MS)
+  while n < max do
+    local id = redis.call('LINDEX', READY, 0)
+    if not id then break end
+    local t = tk(id)
+    local f = redis.call('HMGET', t, 'status', 'payloadBytes', 'startedAt')
+    if f[1] ~= 'queued' then
+      -- Not a queued task (it cannot happen while every change goes through these scripts).
+      redis.call('LPOP', READY)
+    else
+      local size = tonumber(f[2])
+      if n > 0 and maxBytes >= 0 and bytes + size > maxBytes then break end
+      redis.call('LPOP', READY)
+      n = n + 1
+      bytes = bytes + size
+      local leaseId = ARGV[idAt + n]
+      local attempt = redis.call('HINCRBY', t, 'attempts', 1)
+      redis.call('HSET', t, 'status', 'running', 'leaseId', leaseId, 'leaseWorker', worker,
+        'leasedAt', int(NOW), 'leaseExpiresAt', expires)
+      if f[3] == '0' then redis.call('HSET', t, 'startedAt', int(NOW)) end
+      redis.call('ZADD', RUNNING, expires, id)
+      local g = redis.call('HMGET', t, 'type', 'payload', 'timeoutSeconds')
+      out[#out + 1] = id
+      out[#out + 1] = leaseId
+      out[#out + 1] = g[1]
+      out[#out + 1] = g[2]
+      out[#out + 1] = attempt
+      out[#out + 1] = g[3]
+    end
+  end
+  return out
+end
+
 local function reply(answer)
   if queuedSome then redis.call('PUBLISH', P .. 'queued', '') end
-  return {answer, ended, done}
+  return {answer, ended, done, views}
 end
 `;
 
 /**
- * ARGV after the header: budget (-1: none), then 8 per task: id, type, payload (JSON), idempotency
- * key ('' for none), maxAttempts, timeoutSeconds, payloadBytes, charge. Answers
- * `{'ok', created, [id, status, created (0/1)]…}`, `{'over', live, needed}` or `{'collision'}` (a
- * fresh id is taken; the caller tries again with new ids). A batch is taken whole or not at all.
+ * ARGV after the header: budget (-1: none); a lease for a poll waiting on the master that submits
+ * (so the poll need not wait for another script): its workerId ('' for none), max, leaseMaxBytes,
+ * tracked workers max and slots, then `max` fresh lease ids; then 8 per task: id, type, payload
+ * (JSON), idempotency key ('' for none), maxAttempts, timeoutSeconds, payloadBytes, charge.
+ * Answers `{'ok', created, leased, [id, status, created (0/1)]…}` (`leased` as `leaseTasks`
+ * answers it), `{'over', live, needed}` or `{'collision'}` (a fresh id is taken; the caller tries
+ * again with new ids). A batch is taken whole or not at all.
  */
 const submit = `
 local budget = tonumber(ARGV[6])
-local first = 7
+local leaseWorker, leaseMax = ARGV[7], tonumber(ARGV[8])
+local first = 12 + leaseMax
 local seen = {}
 local needed = 0
 for b = first, #ARGV, 8 do
@@ -161,7 +241,7 @@ local live = tonumber(redis.call('HGET', COUNTS, 'live')) or 0
 if needed > 0 and budget >= 0 and live + needed > budget then
   return reply({'over', int(live), int(needed)})
 end
-local out = {'ok', 0}
+local out = {'ok', 0, {}}
 local created = 0
 for b = first, #ARGV, 8 do
   local id, key = ARGV[b], ARGV[b + 3]
@@ -187,56 +267,35 @@ for b = first, #ARGV, 8 do
 end
 redis.call('HINCRBY', COUNTS, 'live', int(needed))
 out[2] = created
-if created > 0 then queuedSome = true end
+if created > 0 and leaseWorker ~= '' then
+  local tracked = noteWorker(leaseWorker, tonumber(ARGV[10]))
+  out[3] = leaseTasks(leaseWorker, tracked, leaseMax, tonumber(ARGV[9]), ARGV[11], 11)
+end
+-- What the poll took need not wake the others.
+if created > #out[3] / 6 then queuedSome = true end
 return reply(out)
 `;
 
 /**
  * ARGV after the header: workerId, max, leaseMaxBytes (-1: none), tracked workers max, the
- * worker's slots, then `max` fresh lease ids. Leases the whole batch in one go; answers 6 per
- * task: id, leaseId, type, payload, attempt, timeoutSeconds.
+ * worker's slots, then `max` fresh lease ids. Leases the whole batch in one go; answers as
+ * `leaseTasks`.
  */
 const lease = `
-local worker, max, maxBytes = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
--- Written only when it changes: a worker sends the same slots with every lease, and an unchanged
--- HSET would still go to the append-only file each time.
-if noteWorker(worker, tonumber(ARGV[9])) and redis.call('HGET', SLOTS, worker) ~= ARGV[10] then
-  redis.call('HSET', SLOTS, worker, ARGV[10])
-end
-promoteDue(max)
-local out = {}
-local n, bytes = 0, 0
-local expires = int(NOW + LEASE_MS)
-while n < max do
-  local id = redis.call('LINDEX', READY, 0)
-  if not id then break end
-  local t = tk(id)
-  local f = redis.call('HMGET', t, 'status', 'payloadBytes', 'startedAt')
-  if f[1] ~= 'queued' then
-    -- Not a queued task (it cannot happen while every change goes through these scripts).
-    redis.call('LPOP', READY)
-  else
-    local size = tonumber(f[2])
-    if n > 0 and maxBytes >= 0 and bytes + size > maxBytes then break end
-    redis.call('LPOP', READY)
-    n = n + 1
-    bytes = bytes + size
-    local leaseId = ARGV[10 + n]
-    local attempt = redis.call('HINCRBY', t, 'attempts', 1)
-    redis.call('HSET', t, 'status', 'running', 'leaseId', leaseId, 'leaseWorker', worker,
-      'leasedAt', int(NOW), 'leaseExpiresAt', expires)
-    if f[3] == '0' then redis.call('HSET', t, 'startedAt', int(NOW)) end
-    redis.call('ZADD', RUNNING, expires, id)
-    local g = redis.call('HMGET', t, 'type', 'payload', 'timeoutSeconds')
-    out[#out + 1] = id
-    out[#out + 1] = leaseId
-    out[#out + 1] = g[1]
-    out[#out + 1] = g[2]
-    out[#out + 1] = attempt
-    out[#out + 1] = g[3]
-  end
-end
-return reply(out)
+local worker = ARGV[6]
+local tracked = noteWorker(worker, tonumber(ARGV[9]))
+return reply(leaseTasks(worker, tracked, tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[10], 10))
+`;
+
+/**
+ * ARGV after the header: the task's id. Answers the task's view (as `viewOf`), or nil when there
+ * is no such task; marks an unfinished one watched, so that its finish is published.
+ */
+const watch = `
+local f = viewOf(ARGV[6])
+if not f[2] then return reply(false) end
+if f[3] ~= 'succeeded' and f[3] ~= 'failed' then redis.call('HSET', tk(ARGV[6]), 'watched', 1) end
+return reply(f)
 `;
 
 /**
@@ -266,16 +325,19 @@ return reply(out)
 `;
 
 /**
- * ARGV after the header: workerId, tracked workers max, retry backoff base, backoff cap, then 6
- * per completion: id, leaseId, ok (1/0), result as JSON or the error, retryable (1/0), a random
- * number in [0, 1) for the jitter. Answers per completion 'accepted', 'not_found' or 'lease_lost'.
+ * ARGV after the header: workerId, tracked workers max, retry backoff base, backoff cap, then the
+ * next lease: its max (0: none), leaseMaxBytes and the worker's slots, then `max` fresh lease ids;
+ * then 6 per completion: id, leaseId, ok (1/0), result as JSON or the error, retryable (1/0), a
+ * random number in [0, 1) for the jitter. Answers `{verdicts, leased}`: per completion
+ * 'accepted', 'not_found' or 'lease_lost', and the next lease's tasks as `leaseTasks` answers them.
  */
 const complete = `
 local worker = ARGV[6]
-noteWorker(worker, tonumber(ARGV[7]))
+local tracked = noteWorker(worker, tonumber(ARGV[7]))
 local base, cap = tonumber(ARGV[8]), math.max(tonumber(ARGV[8]), tonumber(ARGV[9]))
+local nextMax = tonumber(ARGV[10])
 local out = {}
-for i = 10, #ARGV, 6 do
+for i = 13 + nextMax, #ARGV, 6 do
   local id, leaseId = ARGV[i], ARGV[i + 1]
   local t = tk(id)
   if redis.call('EXISTS', t) == 0 then
@@ -321,7 +383,11 @@ for i = 10, #ARGV, 6 do
     end
   end
 end
-return reply(out)
+local leased = {}
+if nextMax > 0 then
+  leased = leaseTasks(worker, tracked, nextMax, tonumber(ARGV[11]), ARGV[12], 12)
+end
+return reply({out, leased})
 `;
 
 /** ARGV after the header: workerId, tracked workers max, then pairs of id and leaseId. */
@@ -420,6 +486,7 @@ return reply({
 export const scripts = {
   tfSubmit: common + submit,
   tfLease: common + lease,
+  tfWatch: common + watch,
   tfRenew: common + renew,
   tfComplete: common + complete,
   tfRelease: common + release,

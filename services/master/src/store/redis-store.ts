@@ -3,7 +3,7 @@ import { Redis, type RedisOptions, ReplyError } from "ioredis";
 import { HEAP_BYTES, measureHeap } from "../json-body.js";
 import { TASK_OVERHEAD_BYTES, TRACKED_WORKERS_MAX } from "../limits.js";
 import { newLeaseId, newTaskId } from "./ids.js";
-import { type ScriptName, scripts } from "./redis-scripts.js";
+import { type ScriptName, scripts, VIEW_FIELDS } from "./redis-scripts.js";
 import {
   BACKOFF_CAP_MS,
   type CompleteOutcome,
@@ -11,6 +11,7 @@ import {
   type LeasedTask,
   type LeaseOptions,
   type LeaseRef,
+  type NextLease,
   OverBudgetError,
   type RejectReason,
   type StoreObserver,
@@ -85,8 +86,14 @@ function unavailable(error: unknown): unknown {
   return down ? new StoreUnavailableError(error) : error;
 }
 
-/** What every script answers: its own answer, the attempts that ended, the tasks that finished. */
-type ScriptReply<T> = [T, (string | number)[], string[]];
+/**
+ * What every script answers: its own answer, the attempts that ended, the tasks that finished and
+ * the views of those that were watched (redis-scripts.ts).
+ */
+type ScriptReply<T> = [T, (string | number)[], string[], string[]];
+
+/** A task's id and its `VIEW_FIELDS`, as Redis holds them (null, or false from Lua, where absent). */
+type ViewFields = (string | null | false)[];
 
 interface LeaseWaiter {
   workerId: string;
@@ -102,7 +109,8 @@ interface LeaseWaiter {
 }
 
 interface FinishWaiter {
-  settle: () => void;
+  /** Answers the wait: with the finished task, or as the task stands when given none. */
+  settle: (view?: TaskView) => void;
 }
 
 const noopObserver: StoreObserver = {
@@ -119,7 +127,8 @@ const SWEEP_BATCH = 1000;
  * operation is one Lua script (redis-scripts.ts), leasing a whole batch in one; any master may
  * sweep, and a lease runs out exactly once. Long polls span masters through pub/sub: a script that
  * queues tasks publishes on `<prefix>queued`, and every store hands them to the polls it holds,
- * oldest first; one that finishes a task publishes its id on `<prefix>finished`.
+ * oldest first; one that finishes a task somebody waits for publishes the task on
+ * `<prefix>finished`.
  */
 export class RedisTaskStore implements TaskStore {
   readonly leaseSeconds: number;
@@ -176,7 +185,7 @@ export class RedisTaskStore implements TaskStore {
     const finished = `${this.prefix}finished`;
     this.subscriber.on("message", (channel: string, message: string) => {
       if (channel === queued) this.wake();
-      else if (channel === finished) this.settleFinishWaiters(message);
+      else if (channel === finished) this.finishedMessage(message);
     });
     this.subscribed = this.subscribe([queued, finished]);
 
@@ -198,7 +207,19 @@ export class RedisTaskStore implements TaskStore {
   }
 
   async submit(specs: readonly TaskSpec[]): Promise<SubmitOutcome[]> {
-    const args: (string | number)[] = [this.memoryBudgetBytes];
+    // A poll waiting here takes what it can of the batch in the same script.
+    const waiter = this.isDraining ? undefined : this.idleWaiter();
+    const leaseMax = waiter === undefined ? 0 : Math.min(waiter.max, specs.length);
+    const args: (string | number)[] = [
+      this.memoryBudgetBytes,
+      waiter?.workerId ?? "",
+      leaseMax,
+      this.leaseMaxBytes,
+      TRACKED_WORKERS_MAX,
+      waiter?.slots ?? 0,
+    ];
+    for (let i = 0; i < leaseMax; i++) args.push(newLeaseId());
+    const first = args.length;
     for (const spec of specs) {
       const payload = JSON.stringify(spec.payload === undefined ? null : spec.payload);
       const key = spec.idempotencyKey;
@@ -215,62 +236,47 @@ export class RedisTaskStore implements TaskStore {
         TASK_OVERHEAD_BYTES + keyBytes(key) + memoryBytes,
       );
     }
-    for (;;) {
-      // Fresh ids on every try: the script refuses the batch if one is taken already.
-      for (let i = 1; i < args.length; i += 8) args[i] = newTaskId();
-      const answer = await this.run<(string | number)[]>("tfSubmit", args);
-      if (answer[0] === "collision") continue;
-      if (answer[0] === "over") {
-        throw new OverBudgetError(this.memoryBudgetBytes, Number(answer[1]), Number(answer[2]));
+    if (waiter !== undefined) waiter.inFlight = true;
+    let leased: LeasedTask[] = [];
+    try {
+      for (;;) {
+        // Fresh ids on every try: the script refuses the batch if one is taken already.
+        for (let i = first; i < args.length; i += 8) args[i] = newTaskId();
+        const answer = await this.run<[string, ...(string | number)[]]>("tfSubmit", args);
+        if (answer[0] === "collision") continue;
+        if (answer[0] === "over") {
+          throw new OverBudgetError(this.memoryBudgetBytes, Number(answer[1]), Number(answer[2]));
+        }
+        const created = Number(answer[1]);
+        leased = leasedTasks(answer[2] as unknown as (string | number)[]);
+        const outcomes: SubmitOutcome[] = new Array(specs.length);
+        for (let i = 0; i < specs.length; i++) {
+          outcomes[i] = {
+            id: String(answer[3 + 3 * i]),
+            status: answer[4 + 3 * i] as TaskStatus,
+            created: answer[5 + 3 * i] === 1,
+          };
+        }
+        if (created > 0) this.observer.submitted(created);
+        // This master's other polls need not wait for the `queued` message to come back.
+        if (created > leased.length) this.wake();
+        return outcomes;
       }
-      const created = Number(answer[1]);
-      const outcomes: SubmitOutcome[] = new Array(specs.length);
-      for (let i = 0; i < specs.length; i++) {
-        outcomes[i] = {
-          id: String(answer[2 + 3 * i]),
-          status: answer[3 + 3 * i] as TaskStatus,
-          created: answer[4 + 3 * i] === 1,
-        };
+    } finally {
+      if (waiter !== undefined) {
+        waiter.inFlight = false;
+        await this.handTo(waiter, leased);
       }
-      if (created > 0) {
-        this.observer.submitted(created);
-        // This master's own polls need not wait for the `queued` message to come back from Redis.
-        this.wake();
-      }
-      return outcomes;
     }
   }
 
   async get(id: string): Promise<TaskView | undefined> {
-    const [type, status, attempts, result, error, createdAt, startedAt, finishedAt] =
-      await this.redis
-        .hmget(
-          this.taskKey(id),
-          "type",
-          "status",
-          "attempts",
-          "result",
-          "error",
-          "createdAt",
-          "startedAt",
-          "finishedAt",
-        )
-        .catch((failure: unknown) => {
-          throw unavailable(failure);
-        });
-    if (type === null || type === undefined) return undefined;
-    const out: TaskView = {
-      id,
-      type,
-      status: status as TaskStatus,
-      attempts: Number(attempts),
-      createdAt: Number(createdAt),
-    };
-    if (status === "succeeded") out.result = JSON.parse(result ?? "null");
-    if (typeof error === "string") out.error = error;
-    if (startedAt && startedAt !== "0") out.startedAt = Number(startedAt);
-    if (finishedAt && finishedAt !== "0") out.finishedAt = Number(finishedAt);
-    return out;
+    const fields = await this.redis
+      .hmget(this.taskKey(id), ...VIEW_FIELDS)
+      .catch((failure: unknown) => {
+        throw unavailable(failure);
+      });
+    return viewOf([id, ...fields]);
   }
 
   async waitForFinish(
@@ -291,28 +297,30 @@ export class RedisTaskStore implements TaskStore {
       const forget = () => {
         settled = true;
         clearTimeout(timer);
-        signal?.removeEventListener("abort", settle);
+        signal?.removeEventListener("abort", asItStands);
         set.delete(waiter);
         if (set.size === 0 && this.finishWaiters.get(id) === set) this.finishWaiters.delete(id);
       };
-      // Answers with the task as it stands once the wait ends.
-      const settle = () => {
+      const settle = (view?: TaskView) => {
         if (settled) return;
         forget();
-        this.get(id).then(resolve, reject);
+        if (view !== undefined) resolve(view);
+        else this.get(id).then(resolve, reject);
       };
+      const asItStands = () => settle();
       const waiter: FinishWaiter = { settle };
-      const timer = setTimeout(settle, timeoutMs);
-      signal?.addEventListener("abort", settle, { once: true });
+      const timer = setTimeout(asItStands, timeoutMs);
+      signal?.addEventListener("abort", asItStands, { once: true });
       set.add(waiter);
-      // Read only now that the waiter listens, so a finish in between is not missed.
-      this.get(id).then((task) => {
+      // Read only now that the waiter listens, so a finish in between is not missed; the read
+      // marks the task watched, so that its finish is published from now on.
+      this.watch(id).then((task) => {
         if (settled) return;
         if (task === undefined || task.status === "succeeded" || task.status === "failed") {
           forget();
           resolve(task);
         }
-      }, settle);
+      }, asItStands);
     });
   }
 
@@ -381,13 +389,22 @@ export class RedisTaskStore implements TaskStore {
     return { renewed, lost };
   }
 
-  async complete(workerId: string, results: readonly Completion[]): Promise<CompleteOutcome> {
+  async complete(
+    workerId: string,
+    results: readonly Completion[],
+    next?: NextLease,
+  ): Promise<CompleteOutcome> {
+    const nextMax = next === undefined || this.isDraining ? 0 : next.max;
     const args: (string | number)[] = [
       workerId,
       TRACKED_WORKERS_MAX,
       this.retryBackoffMs,
       BACKOFF_CAP_MS,
+      nextMax,
+      this.leaseMaxBytes,
+      next?.slots ?? nextMax,
     ];
+    for (let i = 0; i < nextMax; i++) args.push(newLeaseId());
     for (const completion of results) {
       if (completion.ok) {
         const result = completion.result === undefined ? null : completion.result;
@@ -401,13 +418,14 @@ export class RedisTaskStore implements TaskStore {
         args.push(completion.id, completion.leaseId, 0, error, retryable, this.random());
       }
     }
-    const answer = await this.run<string[]>("tfComplete", args);
+    const [verdicts, leased] = await this.run<[string[], (string | number)[]]>("tfComplete", args);
     const outcome: CompleteOutcome = { accepted: [], rejected: [] };
     results.forEach((completion, i) => {
-      const verdict = answer[i];
+      const verdict = verdicts[i];
       if (verdict === "accepted") outcome.accepted.push(completion.id);
       else outcome.rejected.push({ id: completion.id, reason: verdict as RejectReason });
     });
+    if (next !== undefined) outcome.leased = leasedTasks(leased);
     return outcome;
   }
 
@@ -539,13 +557,20 @@ export class RedisTaskStore implements TaskStore {
     } catch (error) {
       throw unavailable(error);
     }
-    const [answer, ended, finished] = reply;
+    const [answer, ended, finished, views] = reply;
     for (let i = 0; i < ended.length; i += 3) {
       const outcome = ended[i + 1] as "succeeded" | "failed" | "expired";
       this.observer.attemptEnded(outcome, (now - Number(ended[i + 2])) / 1000);
     }
     for (const status of finished) this.observer.finished(status as "succeeded" | "failed");
+    // This master's own waiters need not wait for the `finished` message to come back.
+    for (const view of views) this.finishedMessage(view);
     return answer;
+  }
+
+  /** Reads the task and marks it watched when unfinished (the `tfWatch` script). */
+  private async watch(id: string): Promise<TaskView | undefined> {
+    return viewOf(await this.run<ViewFields | null>("tfWatch", [id]));
   }
 
   private async take(workerId: string, max: number, slots: number): Promise<LeasedTask[]> {
@@ -558,18 +583,7 @@ export class RedisTaskStore implements TaskStore {
       slots,
       ...leaseIds,
     ]);
-    const tasks: LeasedTask[] = new Array(answer.length / 6);
-    for (let i = 0, n = 0; i < answer.length; i += 6, n++) {
-      tasks[n] = {
-        id: String(answer[i]),
-        leaseId: String(answer[i + 1]),
-        type: String(answer[i + 2]),
-        payload: JSON.parse(String(answer[i + 3])),
-        attempt: Number(answer[i + 4]),
-        timeoutSeconds: Number(answer[i + 5]),
-      };
-    }
-    return tasks;
+    return leasedTasks(answer);
   }
 
   /** Tasks were queued somewhere: hands them to the polls waiting here, oldest first. */
@@ -590,6 +604,8 @@ export class RedisTaskStore implements TaskStore {
         this.wakeAgain = false;
         for (const waiter of this.leaseWaiters) {
           if (this.isDraining) break;
+          // A submission is leasing for it already.
+          if (waiter.inFlight) continue;
           waiter.inFlight = true;
           let tasks: LeasedTask[];
           try {
@@ -597,26 +613,92 @@ export class RedisTaskStore implements TaskStore {
           } finally {
             waiter.inFlight = false;
           }
-          if (waiter.aborted) {
-            // The client went away while the script ran: what it leased goes back at once.
-            if (tasks.length > 0) await this.release(waiter.workerId, tasks);
-            waiter.finish([]);
-          } else if (tasks.length > 0 || waiter.lapsed) {
-            waiter.finish(tasks);
-          }
+          await this.handTo(waiter, tasks);
           if (tasks.length === 0) break;
         }
       } while (this.wakeAgain && this.leaseWaiters.size > 0 && !this.isDraining);
     } finally {
       this.handingOff = false;
-      for (const waiter of this.leaseWaiters) if (waiter.lapsed) waiter.finish([]);
+      for (const waiter of this.leaseWaiters) {
+        if (waiter.lapsed && !waiter.inFlight) waiter.finish([]);
+      }
     }
   }
 
-  private settleFinishWaiters(id: string): void {
-    const waiters = this.finishWaiters.get(id);
-    if (waiters !== undefined) for (const waiter of [...waiters]) waiter.settle();
+  /** The oldest poll waiting here that no script is leasing for, if any. */
+  private idleWaiter(): LeaseWaiter | undefined {
+    for (const waiter of this.leaseWaiters) if (!waiter.inFlight) return waiter;
+    return undefined;
   }
+
+  /**
+   * Answers a poll with what a script just leased for it; a poll whose time ran out meanwhile is
+   * answered too, and one whose client went away gives what it leased back at once (or, with
+   * Redis away, when those leases run out). Never fails: a submission it follows has succeeded.
+   */
+  private async handTo(waiter: LeaseWaiter, tasks: LeasedTask[]): Promise<void> {
+    if (waiter.aborted) {
+      if (tasks.length > 0) await this.release(waiter.workerId, tasks).catch(() => {});
+      waiter.finish([]);
+    } else if (tasks.length > 0 || waiter.lapsed) {
+      waiter.finish(tasks);
+    }
+  }
+
+  /**
+   * A watched task finished (the message, or a view in a script's answer): its waiters here are
+   * answered with it. A message of a bare id comes from a master from before views were sent
+   * (during a rolling update): its waiters read the task.
+   */
+  private finishedMessage(message: string): void {
+    let fields: ViewFields = [message];
+    if (message.startsWith("[")) {
+      try {
+        fields = JSON.parse(message) as ViewFields;
+      } catch {
+        // Not one of ours (anything with access to Redis can publish): no waiter has that id.
+      }
+    }
+    const waiters = this.finishWaiters.get(fields[0] as string);
+    if (waiters === undefined) return;
+    const view = fields.length > 1 ? viewOf(fields) : undefined;
+    for (const waiter of [...waiters]) waiter.settle(view);
+  }
+}
+
+/** The task a view array describes (a script's or HMGET's `ViewFields`); none without a type. */
+function viewOf(fields: ViewFields | null): TaskView | undefined {
+  if (fields === null) return undefined;
+  const [id, type, status, attempts, result, error, createdAt, startedAt, finishedAt] = fields;
+  if (typeof id !== "string" || typeof type !== "string") return undefined;
+  const out: TaskView = {
+    id,
+    type,
+    status: status as TaskStatus,
+    attempts: Number(attempts),
+    createdAt: Number(createdAt),
+  };
+  if (status === "succeeded") out.result = typeof result === "string" ? JSON.parse(result) : null;
+  if (typeof error === "string") out.error = error;
+  if (startedAt && startedAt !== "0") out.startedAt = Number(startedAt);
+  if (finishedAt && finishedAt !== "0") out.finishedAt = Number(finishedAt);
+  return out;
+}
+
+/** The tasks a lease script answers, 6 values each (`leaseTasks` in redis-scripts.ts). */
+function leasedTasks(answer: readonly (string | number)[]): LeasedTask[] {
+  const tasks: LeasedTask[] = new Array(answer.length / 6);
+  for (let i = 0, n = 0; i < answer.length; i += 6, n++) {
+    tasks[n] = {
+      id: String(answer[i]),
+      leaseId: String(answer[i + 1]),
+      type: String(answer[i + 2]),
+      payload: JSON.parse(String(answer[i + 3])),
+      attempt: Number(answer[i + 4]),
+      timeoutSeconds: Number(answer[i + 5]),
+    };
+  }
+  return tasks;
 }
 
 type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;

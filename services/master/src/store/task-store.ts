@@ -95,6 +95,15 @@ export interface LeaseOptions {
 export interface CompleteOutcome {
   accepted: string[];
   rejected: { id: string; reason: RejectReason }[];
+  /** The tasks of the lease the call asked for with its `next`; absent when it asked for none. */
+  leased?: LeasedTask[];
+}
+
+/** The next lease a `complete` asks for, taken in the same step as the completions. */
+export interface NextLease {
+  max: number;
+  /** As `LeaseOptions.slots`. */
+  slots?: number | undefined;
 }
 
 export interface StoreStats {
@@ -195,7 +204,16 @@ export interface TaskStore {
     workerId: string,
     leases: readonly LeaseRef[],
   ): Promise<{ renewed: string[]; lost: string[] }>;
-  complete(workerId: string, results: readonly Completion[]): Promise<CompleteOutcome>;
+  /**
+   * Records results. With `next`, also leases up to `next.max` queued tasks to the worker right
+   * after (as `lease` with no wait; nothing once draining), in one step: the room the
+   * completions made is filled without another call.
+   */
+  complete(
+    workerId: string,
+    results: readonly Completion[],
+    next?: NextLease,
+  ): Promise<CompleteOutcome>;
   release(workerId: string, leases: readonly LeaseRef[]): Promise<{ released: string[] }>;
   /**
    * Ends leases that `lease` just granted but whose tasks could not be sent to the worker (their
