@@ -177,47 +177,6 @@ describe("redis store: several masters on one Redis", { skip }, () => {
     );
   });
 
-  it("lets a worker's poll wait without a script after its completion found nothing queued, and still wakes it from another store", async (t) => {
-    if (redis === undefined) throw new Error("redis-server has not started");
-    const prefix = `shared-${++stores}:`;
-    const a = redisStore(t, { ...base, prefix });
-    const b = redisStore(t, { ...base, prefix });
-    const spec = { type: "echo", maxAttempts: 3, timeoutSeconds: 60 };
-    await a.submit([{ ...spec, payload: 1 }]);
-    const [task] = await a.lease("w1", 8, 0);
-    const done = await a.complete(
-      "w1",
-      [{ id: task?.id ?? "", leaseId: task?.leaseId ?? "", ok: true }],
-      { max: 8, slots: 8 },
-    );
-    assert.deepEqual(done.leased, []);
-    const client = new Redis({ host: redis.host, port: redis.port });
-    t.after(() => client.disconnect());
-    // Scripts run so far: ioredis sends a script's first call on a connection as EVAL.
-    const scripts = async () => {
-      const stats = await client.info("commandstats");
-      const calls = (name: string) =>
-        Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
-      return calls("eval") + calls("evalsha");
-    };
-    const before = await scripts();
-    const polling = a.lease("w1", 8, 30_000, { slots: 8 });
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.equal(await scripts(), before);
-    const [submitted] = await b.submit([{ ...spec, payload: 2 }]);
-    const started = performance.now();
-    assert.deepEqual(
-      (await polling).map((leased) => leased.id),
-      [submitted?.id],
-    );
-    assert.ok(performance.now() - started < 1000);
-    // Another worker, not noted a moment ago, asks Redis as before.
-    const other = a.lease("w2", 8, 200);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.equal(await scripts(), before + 3);
-    assert.deepEqual(await other, []);
-  });
-
   it("hands each queued task to one poll across stores", async (t) => {
     const prefix = `shared-${++stores}:`;
     const a = redisStore(t, { ...base, prefix });

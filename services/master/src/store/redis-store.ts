@@ -123,12 +123,6 @@ const noopObserver: StoreObserver = {
 const SWEEP_BATCH = 1000;
 
 /**
- * How recently a lease script here must have noted a worker (its activity and slots) for that
- * worker's long poll to start waiting without a script of its own (`lease`).
- */
-const NOTED_FRESH_MS = 1000;
-
-/**
  * Keeps the tasks in Redis, so they outlive the master and several masters can share them. Each
  * operation is one Lua script (redis-scripts.ts), leasing a whole batch in one; any master may
  * sweep, and a lease runs out exactly once. Long polls span masters through pub/sub: a script that
@@ -160,10 +154,6 @@ export class RedisTaskStore implements TaskStore {
 
   /** Counts `queued` messages, so a lease that found nothing can tell one came in meanwhile. */
   private wakes = 0;
-  /** `wakes` as it stood when a lease script that then found nothing queued was sent. */
-  private emptySince = -1;
-  /** When a lease script here last noted each worker (performance.now()). */
-  private readonly notedAt = new Map<string, number>();
   private handingOff = false;
   private wakeAgain = false;
   private sweeping = false;
@@ -347,10 +337,6 @@ export class RedisTaskStore implements TaskStore {
     const deadline = performance.now() + waitMs;
     for (;;) {
       const wakes = this.wakes;
-      // Nothing was queued since a script found the queue empty, and a script noted this worker
-      // a moment ago (as a completion carrying a lease does): wait without asking Redis. What
-      // that misses (a retry falling due, a message lost) the sweep announces, as for any poll.
-      if (waitMs > 0 && wakes === this.emptySince && this.notedRecently(workerId)) break;
       const tasks = await this.take(workerId, max, slots);
       if (tasks.length > 0 || waitMs <= 0 || this.isDraining) return tasks;
       if (signal?.aborted) return tasks;
@@ -409,7 +395,6 @@ export class RedisTaskStore implements TaskStore {
     next?: NextLease,
   ): Promise<CompleteOutcome> {
     const nextMax = next === undefined || this.isDraining ? 0 : next.max;
-    const wakes = this.wakes;
     const args: (string | number)[] = [
       workerId,
       TRACKED_WORKERS_MAX,
@@ -440,9 +425,7 @@ export class RedisTaskStore implements TaskStore {
       if (verdict === "accepted") outcome.accepted.push(completion.id);
       else outcome.rejected.push({ id: completion.id, reason: verdict as RejectReason });
     });
-    if (next !== undefined) {
-      outcome.leased = nextMax > 0 ? this.leasedBy(workerId, wakes, leased) : [];
-    }
+    if (next !== undefined) outcome.leased = leasedTasks(leased);
     return outcome;
   }
 
@@ -592,7 +575,6 @@ export class RedisTaskStore implements TaskStore {
 
   private async take(workerId: string, max: number, slots: number): Promise<LeasedTask[]> {
     const leaseIds = Array.from({ length: max }, newLeaseId);
-    const wakes = this.wakes;
     const answer = await this.run<(string | number)[]>("tfLease", [
       workerId,
       max,
@@ -601,29 +583,7 @@ export class RedisTaskStore implements TaskStore {
       slots,
       ...leaseIds,
     ]);
-    return this.leasedBy(workerId, wakes, answer);
-  }
-
-  /**
-   * The tasks a lease script (sent when `wakes` stood at the given count) leased to the worker;
-   * notes that the script noted the worker, and whether it found the queue empty.
-   */
-  private leasedBy(
-    workerId: string,
-    wakes: number,
-    answer: readonly (string | number)[],
-  ): LeasedTask[] {
-    // Bounded as the workers Redis tracks are; forgetting costs a script, nothing else.
-    if (this.notedAt.size >= TRACKED_WORKERS_MAX) this.notedAt.clear();
-    this.notedAt.set(workerId, performance.now());
-    // One task always goes when any is queued, whatever the byte cap: none means none queued.
-    if (answer.length === 0) this.emptySince = wakes;
     return leasedTasks(answer);
-  }
-
-  private notedRecently(workerId: string): boolean {
-    const at = this.notedAt.get(workerId);
-    return at !== undefined && performance.now() - at < NOTED_FRESH_MS;
   }
 
   /** Tasks were queued somewhere: hands them to the polls waiting here, oldest first. */
