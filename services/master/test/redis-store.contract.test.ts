@@ -31,6 +31,22 @@ function redisStore(t: TestContext, options: Omit<RedisStoreOptions, "redis">): 
   return store;
 }
 
+/**
+ * Counts the scripts the test's redis-server has run so far (ioredis sends a script's first call
+ * on a connection as EVAL, later ones as EVALSHA), for cases about how many a call takes.
+ */
+function scriptCounter(t: TestContext): () => Promise<number> {
+  if (redis === undefined) throw new Error("redis-server has not started");
+  const client = new Redis({ host: redis.host, port: redis.port });
+  t.after(() => client.disconnect());
+  return async () => {
+    const stats = await client.info("commandstats");
+    const calls = (name: string) =>
+      Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    return calls("eval") + calls("evalsha");
+  };
+}
+
 storeContract(
   "redis store",
   async (t, options: ContractOptions) => {
@@ -150,15 +166,17 @@ describe("redis store: several masters on one Redis", { skip }, () => {
     assert.equal(task?.result, "old");
   });
 
-  it("hands a submission to the polls waiting on its own store, oldest first, in order", async (t) => {
+  it("hands a submission to the polls waiting on its own store, oldest first, the first in the submit's own script", async (t) => {
     const prefix = `shared-${++stores}:`;
     const a = redisStore(t, { ...base, prefix });
     const b = redisStore(t, { ...base, prefix });
+    const scripts = scriptCounter(t);
     const first = a.lease("w1", 2, 30_000, { slots: 8 });
     await new Promise((resolve) => setTimeout(resolve, 20));
     const second = a.lease("w2", 2, 30_000, { slots: 4 });
     await new Promise((resolve) => setTimeout(resolve, 20));
     const spec = { type: "echo", maxAttempts: 3, timeoutSeconds: 60 };
+    const before = await scripts();
     const outcomes = await a.submit(Array.from({ length: 5 }, (_, n) => ({ ...spec, payload: n })));
     const ids = outcomes.map((outcome) => outcome.id);
     assert.deepEqual(
@@ -169,11 +187,32 @@ describe("redis store: several masters on one Redis", { skip }, () => {
       (await second).map((task) => task.id),
       ids.slice(2, 4),
     );
+    // The submit, then one lease script for the second poll (the first was leased in the submit).
+    assert.equal((await scripts()) - before, 2);
     const stats = await b.stats();
     assert.deepEqual([stats.queued, stats.running, stats.workerSlots], [1, 4, 12]);
     assert.deepEqual(
       (await b.lease("w3", 5, 0)).map((task) => task.id),
       ids.slice(4),
+    );
+  });
+
+  it("completes and leases the next tasks in one script", async (t) => {
+    const store = redisStore(t, { ...base, prefix: `own-${++stores}:` });
+    const scripts = scriptCounter(t);
+    const spec = { type: "echo", maxAttempts: 3, timeoutSeconds: 60 };
+    await store.submit(Array.from({ length: 3 }, (_, n) => ({ ...spec, payload: n })));
+    const [task] = await store.lease("w1", 1, 0);
+    const before = await scripts();
+    const outcome = await store.complete(
+      "w1",
+      [{ id: task?.id ?? "", leaseId: task?.leaseId ?? "", ok: true }],
+      { max: 8 },
+    );
+    assert.equal((await scripts()) - before, 1);
+    assert.deepEqual(
+      outcome.leased?.map((leased) => leased.payload),
+      [1, 2],
     );
   });
 

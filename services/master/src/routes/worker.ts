@@ -1,7 +1,13 @@
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { requireBearer } from "../auth.js";
 import { unavailable } from "../http-errors.js";
-import type { Completion, LeasedTask, LeaseRef, TaskStore } from "../store/task-store.js";
+import type {
+  Completion,
+  LeasedTask,
+  LeaseRef,
+  NextLease,
+  TaskStore,
+} from "../store/task-store.js";
 import { abortWhenClientLeaves } from "./abort.js";
 import { measureValue } from "./payload-limits.js";
 import { completeRequestSchema, leaseRefsRequestSchema, leaseRequestSchema } from "./schemas.js";
@@ -62,7 +68,7 @@ export async function workerRoutes(
   );
 
   app.post<{
-    Body: { workerId: string; results: CompletionBody[]; lease?: { max: number; slots?: number } };
+    Body: { workerId: string; results: CompletionBody[]; lease?: NextLease };
   }>(
     "/complete",
     { schema: { body: completeRequestSchema }, bodyLimit: options.completeBodyLimitBytes },
@@ -102,14 +108,10 @@ export async function workerRoutes(
       });
       const { workerId, lease } = request.body;
       // The worker's next lease, in the same round trip and the same store step: the tasks its
-      // completions made room for. A draining master leases nothing: without `lease` in the
-      // answer the worker asks on its own, and backs off on the 503 that gets.
-      const { leased, ...outcome } = await store.complete(
-        workerId,
-        results,
-        lease === undefined || store.draining ? undefined : lease,
-      );
-      // Tasks leased before a drain began still go to the worker: they are its now.
+      // completions made room for. A draining store leases nothing, and then the answer has no
+      // `lease`: the worker asks on its own and backs off on the 503 that gets. Tasks leased
+      // before a drain began still go to the worker: they are its now.
+      const { leased, ...outcome } = await store.complete(workerId, results, lease);
       if (leased === undefined || (leased.length === 0 && store.draining)) return outcome;
       const leaseJson = await leaseAnswerJson(store, workerId, leased, request.log);
       return reply
