@@ -197,6 +197,30 @@ describe("redis store: several masters on one Redis", { skip }, () => {
     );
   });
 
+  it("submits and waits in one script, the task marked watched in it: another store's finish answers the wait", async (t) => {
+    const prefix = `shared-${++stores}:`;
+    const a = redisStore(t, { ...base, prefix });
+    const b = redisStore(t, { ...base, prefix });
+    const scripts = scriptCounter(t);
+    const polling = b.lease("w1", 1, 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const before = await scripts();
+    const waiting = a.submitAndWait(
+      { type: "echo", payload: 1, maxAttempts: 3, timeoutSeconds: 60 },
+      30_000,
+    );
+    const [leased] = await polling;
+    // The submit (no `tfWatch` after it), then the lease script of the poll on the other store.
+    assert.equal((await scripts()) - before, 2);
+    const started = performance.now();
+    await b.complete("w1", [
+      { id: leased?.id ?? "", leaseId: leased?.leaseId ?? "", ok: true, result: "done" },
+    ]);
+    const { outcome, task } = await waiting;
+    assert.ok(performance.now() - started < 1000, "answered by the finished message");
+    assert.deepEqual([outcome.id, task?.result], [leased?.id, "done"]);
+  });
+
   it("completes and leases the next tasks in one script", async (t) => {
     const store = redisStore(t, { ...base, prefix: `own-${++stores}:` });
     const scripts = scriptCounter(t);

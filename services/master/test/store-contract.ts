@@ -750,6 +750,43 @@ export function storeContract(
       assert.equal("result" in (task ?? {}), false);
     });
 
+    it("submits and waits in one call: the new task, answered as soon as it finishes", async (t) => {
+      const { store } = await make(t, { now: undefined });
+      const started = performance.now();
+      const waiting = store.submitAndWait(spec("hi"), 30_000);
+      const leased = await store.lease("w1", 10, 5_000);
+      await store.complete("w1", [ok(leased[0], { echoed: "hi" })]);
+      const { outcome, task } = await waiting;
+      assert.ok(performance.now() - started < 2000);
+      assert.deepEqual([outcome.created, outcome.status, outcome.id], [true, "queued", task?.id]);
+      assert.equal(task?.status, "succeeded");
+      assert.deepEqual(task?.result, { echoed: "hi" });
+      assert.deepEqual(task, await store.get(outcome.id));
+    });
+
+    it("submits and waits with a known idempotency key: waits for the task the key names", async (t) => {
+      const { store } = await make(t, { now: undefined });
+      const [first] = await store.submit([spec(1, { idempotencyKey: "k" })]);
+      const waiting = store.submitAndWait(spec(2, { idempotencyKey: "k" }), 30_000);
+      await sleep(20);
+      const [leased] = await store.lease("w1", 10, 0);
+      await store.complete("w1", [ok(leased, "first")]);
+      const { outcome, task } = await waiting;
+      assert.deepEqual([outcome.created, outcome.id], [false, first?.id]);
+      assert.equal(task?.result, "first");
+      assert.equal((await store.stats()).succeeded, 1);
+    });
+
+    it("submits and waits: the task as it stands when the time runs out", async (t) => {
+      const { store } = await make(t, { now: undefined });
+      const started = performance.now();
+      const { outcome, task } = await store.submitAndWait(spec(1), 300);
+      const elapsedMs = performance.now() - started;
+      assert.equal(outcome.created, true);
+      assert.deepEqual([task?.id, task?.status], [outcome.id, "queued"]);
+      assert.ok(elapsedMs >= 290 && elapsedMs < 2000, `answered after ${elapsedMs} ms`);
+    });
+
     it("answers a wait when its signal aborts", async (t) => {
       const { store } = await make(t, { now: undefined });
       const id = await submitOne(store, 1);
@@ -961,6 +998,15 @@ export function storeContract(
       assert.equal((await store.stats()).queued, 5);
       // Small tasks still fit in what is left.
       assert.equal((await store.submit([spec(1, { payloadMemoryBytes: 8 })]))[0]?.created, true);
+    });
+
+    it("refuses a submit-and-wait past the budget, creating nothing and leaving no wait behind", async (t) => {
+      const { store } = await make(t, { memoryBudgetBytes: 20_000 });
+      for (let i = 0; i < 5; i++) await store.submit([big()]);
+      // A wait of 1 ms: it runs out while the submission is under way, and still ends unread.
+      await assert.rejects(store.submitAndWait(big(), 1), OverBudgetError);
+      await assert.rejects(store.submitAndWait(big(), 30_000), OverBudgetError);
+      assert.equal((await store.stats()).queued, 5);
     });
 
     it("answers a known idempotency key even when full: it creates nothing", async (t) => {

@@ -4,7 +4,6 @@ import { requireBearer } from "../auth.js";
 import { errorBody, unavailable } from "../http-errors.js";
 import {
   OverBudgetError,
-  type SubmitOutcome,
   type TaskSpec,
   type TaskStore,
   type TaskView,
@@ -52,11 +51,11 @@ export async function taskRoutes(app: FastifyInstance, options: TaskRoutesOption
     };
   };
 
-  /** Submits, or answers 503 when the store is shutting down or full: `undefined` then. */
-  const submitOrRefuse = async (
+  /** Runs `submit`, or answers 503 when the store is shutting down or full: `undefined` then. */
+  const submitOrRefuse = async <T>(
     reply: FastifyReply,
-    specs: TaskSpec[],
-  ): Promise<SubmitOutcome[] | undefined> => {
+    submit: () => Promise<T>,
+  ): Promise<T | undefined> => {
     // A task in a shared store is safe whatever happens to this master, so a draining master
     // still takes it (closing the connection, so the client's next request goes elsewhere): a
     // rolling update then costs clients nothing.
@@ -65,7 +64,7 @@ export async function taskRoutes(app: FastifyInstance, options: TaskRoutesOption
       return undefined;
     }
     try {
-      return await store.submit(specs);
+      return await submit();
     } catch (error) {
       if (!(error instanceof OverBudgetError)) throw error;
       unavailable(reply, `${error.message}; try again later`);
@@ -84,19 +83,23 @@ export async function taskRoutes(app: FastifyInstance, options: TaskRoutesOption
       }
       const spec = toSpec(request.body, "body/payload");
       if (typeof spec === "string") return reply.code(400).send(errorBody(400, spec));
-      const outcomes = await submitOrRefuse(reply, [spec]);
-      if (outcomes === undefined) return reply;
-      const [outcome] = outcomes;
-      if (outcome === undefined) throw new Error("store returned no outcome for a submitted task");
-      reply.code(outcome.created ? 202 : 200);
-      if (waitSeconds === 0) return { id: outcome.id, status: outcome.status };
+      if (waitSeconds === 0) {
+        const outcomes = await submitOrRefuse(reply, () => store.submit([spec]));
+        if (outcomes === undefined) return reply;
+        const [outcome] = outcomes;
+        if (outcome === undefined)
+          throw new Error("store returned no outcome for a submitted task");
+        reply.code(outcome.created ? 202 : 200);
+        return { id: outcome.id, status: outcome.status };
+      }
       // Submit and wait in one request: the task as `GET /v1/tasks/:id?waitSeconds=` answers it,
       // which saves the client a round trip per task (docs/api.md).
-      const task = await store.waitForFinish(
-        outcome.id,
-        waitSeconds * 1000,
-        abortWhenClientLeaves(reply),
+      const submitted = await submitOrRefuse(reply, () =>
+        store.submitAndWait(spec, waitSeconds * 1000, abortWhenClientLeaves(reply)),
       );
+      if (submitted === undefined) return reply;
+      const { outcome, task } = submitted;
+      reply.code(outcome.created ? 202 : 200);
       return task === undefined ? { id: outcome.id, status: outcome.status } : present(task);
     },
   );
@@ -111,7 +114,7 @@ export async function taskRoutes(app: FastifyInstance, options: TaskRoutesOption
         if (typeof spec === "string") return reply.code(400).send(errorBody(400, spec));
         specs.push(spec);
       }
-      const outcomes = await submitOrRefuse(reply, specs);
+      const outcomes = await submitOrRefuse(reply, () => store.submit(specs));
       if (outcomes === undefined) return reply;
       reply.code(202);
       return { ids: outcomes.map((outcome) => outcome.id) };

@@ -17,6 +17,7 @@ import {
   type StoreOptions,
   type StoreStats,
   type SubmitOutcome,
+  type SubmittedAndWaited,
   type TaskSpec,
   type TaskStatus,
   type TaskStore,
@@ -307,6 +308,15 @@ export class MemoryTaskStore implements TaskStore {
   async get(id: string): Promise<TaskView | undefined> {
     const task = this.tasks.get(id);
     return task === undefined ? undefined : view(task);
+  }
+
+  async submitAndWait(
+    spec: TaskSpec,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<SubmittedAndWaited> {
+    const [outcome] = (await this.submit([spec])) as [SubmitOutcome];
+    return { outcome, task: await this.waitForFinish(outcome.id, timeoutMs, signal) };
   }
 
   waitForFinish(

@@ -215,7 +215,8 @@ end
 /**
  * ARGV after the header: budget (-1: none); a lease for a poll waiting on the master that submits
  * (so the poll need not wait for another script): its workerId ('' for none), max, leaseMaxBytes,
- * tracked workers max and slots, then `max` fresh lease ids; then 8 per task: id, type, payload
+ * tracked workers max and slots; watch (1: the tasks created are marked watched, for a client that
+ * submits and waits; 0: not); then `max` fresh lease ids; then 8 per task: id, type, payload
  * (JSON), idempotency key ('' for none), maxAttempts, timeoutSeconds, payloadBytes, charge.
  * Answers `{'ok', created, leased, [id, status, created (0/1)]…}` (`leased` as `leaseTasks`
  * answers it), `{'over', live, needed}` or `{'collision'}` (a fresh id is taken; the caller tries
@@ -224,7 +225,8 @@ end
 const submit = `
 local budget = tonumber(ARGV[6])
 local leaseWorker, leaseMax = ARGV[7], tonumber(ARGV[8])
-local first = 12 + leaseMax
+local watch = ARGV[12] == '1'
+local first = 13 + leaseMax
 local seen = {}
 local needed = 0
 for b = first, #ARGV, 8 do
@@ -257,6 +259,7 @@ for b = first, #ARGV, 8 do
       'charge', ARGV[b + 7], 'status', 'queued', 'attempts', 0, 'createdAt', int(NOW),
       'startedAt', 0, 'finishedAt', 0, 'leaseId', '', 'leaseWorker', '', 'leasedAt', 0,
       'leaseExpiresAt', 0)
+    if watch then redis.call('HSET', tk(id), 'watched', 1) end
     if key ~= '' then redis.call('SET', P .. 'k:' .. key, id) end
     redis.call('RPUSH', READY, id)
     created = created + 1
@@ -269,7 +272,7 @@ redis.call('HINCRBY', COUNTS, 'live', int(needed))
 out[2] = created
 if created > 0 and leaseWorker ~= '' then
   local tracked = noteWorker(leaseWorker, tonumber(ARGV[10]))
-  out[3] = leaseTasks(leaseWorker, tracked, leaseMax, tonumber(ARGV[9]), ARGV[11], 11)
+  out[3] = leaseTasks(leaseWorker, tracked, leaseMax, tonumber(ARGV[9]), ARGV[11], 12)
 end
 -- What the poll took need not wake the others.
 if created > #out[3] / 6 then queuedSome = true end

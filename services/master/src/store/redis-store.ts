@@ -19,6 +19,7 @@ import {
   type StoreStats,
   StoreUnavailableError,
   type SubmitOutcome,
+  type SubmittedAndWaited,
   type TaskSpec,
   type TaskStatus,
   type TaskStore,
@@ -111,6 +112,18 @@ interface LeaseWaiter {
 interface FinishWaiter {
   /** Answers the wait: with the finished task, or as the task stands when given none. */
   settle: (view?: TaskView) => void;
+}
+
+/** A wait for one task's finish, filed under the task's id (`RedisTaskStore.listenForFinish`). */
+interface FinishListener {
+  /** The task when finished, or as it stands when the wait ends otherwise. */
+  done: Promise<TaskView | undefined>;
+  /** Files the wait under another id (a submission's id is drawn again after a collision). */
+  moveTo(id: string): void;
+  /** Ends the wait with `task` (a read found it finished or gone). */
+  endWith(task: TaskView | undefined): void;
+  /** Ends the wait with the task as it stands (read now). */
+  endAsItStands(): void;
 }
 
 const noopObserver: StoreObserver = {
@@ -206,7 +219,54 @@ export class RedisTaskStore implements TaskStore {
     return this.isDraining;
   }
 
-  async submit(specs: readonly TaskSpec[]): Promise<SubmitOutcome[]> {
+  submit(specs: readonly TaskSpec[]): Promise<SubmitOutcome[]> {
+    return this.submitTasks(specs);
+  }
+
+  /**
+   * Listens for the finish under the id the submission will have before its script runs, and
+   * the script marks the new task watched: one script where `submit` and `waitForFinish` take two
+   * (the second, `tfWatch`, only for a task an idempotency key names, which exists already).
+   */
+  async submitAndWait(
+    spec: TaskSpec,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<SubmittedAndWaited> {
+    if (timeoutMs <= 0 || this.isDraining || signal?.aborted) {
+      const [outcome] = (await this.submitTasks([spec])) as [SubmitOutcome];
+      return { outcome, task: await this.get(outcome.id) };
+    }
+    await this.subscribed;
+    let listener: FinishListener | undefined;
+    const listen = (id: string) => {
+      if (listener === undefined) listener = this.listenForFinish(id, timeoutMs, signal);
+      else listener.moveTo(id);
+    };
+    let outcome: SubmitOutcome;
+    try {
+      [outcome] = (await this.submitTasks([spec], listen)) as [SubmitOutcome];
+    } catch (error) {
+      // Nobody reads this wait (a read it began as the time ran out may fail too): ended unread.
+      listener?.done.catch(() => {});
+      listener?.endWith(undefined);
+      throw error;
+    }
+    if (outcome.created && listener !== undefined) return { outcome, task: await listener.done };
+    // The key named a task that was there before: it is waited for as `waitForFinish` does.
+    listener?.done.catch(() => {});
+    listener?.endWith(undefined);
+    return { outcome, task: await this.waitForFinish(outcome.id, timeoutMs, signal) };
+  }
+
+  /**
+   * Submits `specs`; with `watch`, marks the tasks it creates watched, and calls `watch` with the
+   * first task's id before each try of the script (each try draws fresh ids).
+   */
+  private async submitTasks(
+    specs: readonly TaskSpec[],
+    watch?: (id: string) => void,
+  ): Promise<SubmitOutcome[]> {
     // A poll waiting here takes what it can of the batch in the same script.
     const waiter = this.isDraining ? undefined : this.idleWaiter();
     const leaseMax = waiter === undefined ? 0 : Math.min(waiter.max, specs.length);
@@ -217,6 +277,7 @@ export class RedisTaskStore implements TaskStore {
       this.leaseMaxBytes,
       TRACKED_WORKERS_MAX,
       waiter?.slots ?? 0,
+      watch === undefined ? 0 : 1,
     ];
     for (let i = 0; i < leaseMax; i++) args.push(newLeaseId());
     const first = args.length;
@@ -242,6 +303,7 @@ export class RedisTaskStore implements TaskStore {
       for (;;) {
         // Fresh ids on every try: the script refuses the batch if one is taken already.
         for (let i = first; i < args.length; i += 8) args[i] = newTaskId();
+        watch?.(args[first] as string);
         const answer = await this.run<[string, ...(string | number)[]]>("tfSubmit", args);
         if (answer[0] === "collision") continue;
         if (answer[0] === "over") {
@@ -286,42 +348,75 @@ export class RedisTaskStore implements TaskStore {
   ): Promise<TaskView | undefined> {
     if (timeoutMs <= 0 || this.isDraining || signal?.aborted) return this.get(id);
     await this.subscribed;
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      let waiters = this.finishWaiters.get(id);
+    const listener = this.listenForFinish(id, timeoutMs, signal);
+    // Read only now that the waiter listens, so a finish in between is not missed; the read
+    // marks the task watched, so that its finish is published from now on.
+    this.watch(id).then((task) => {
+      if (task === undefined || task.status === "succeeded" || task.status === "failed") {
+        listener.endWith(task);
+      }
+    }, listener.endAsItStands);
+    return listener.done;
+  }
+
+  /**
+   * A wait for task `id` to finish, filed where a `finished` message or a script's view settles
+   * it; it ends with the task as it stands when `timeoutMs` passes, `signal` aborts or the store
+   * drains.
+   */
+  private listenForFinish(id: string, timeoutMs: number, signal?: AbortSignal): FinishListener {
+    let filedAs = id;
+    let ended = false;
+    let resolveDone: (task: TaskView | undefined) => void = () => {};
+    let rejectDone: (error: unknown) => void = () => {};
+    const done = new Promise<TaskView | undefined>((resolve, reject) => {
+      resolveDone = resolve;
+      rejectDone = reject;
+    });
+    const file = () => {
+      let waiters = this.finishWaiters.get(filedAs);
       if (waiters === undefined) {
         waiters = new Set();
-        this.finishWaiters.set(id, waiters);
+        this.finishWaiters.set(filedAs, waiters);
       }
-      const set = waiters;
-      const forget = () => {
-        settled = true;
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", asItStands);
-        set.delete(waiter);
-        if (set.size === 0 && this.finishWaiters.get(id) === set) this.finishWaiters.delete(id);
-      };
-      const settle = (view?: TaskView) => {
-        if (settled) return;
-        forget();
-        if (view !== undefined) resolve(view);
-        else this.get(id).then(resolve, reject);
-      };
-      const asItStands = () => settle();
-      const waiter: FinishWaiter = { settle };
-      const timer = setTimeout(asItStands, timeoutMs);
-      signal?.addEventListener("abort", asItStands, { once: true });
-      set.add(waiter);
-      // Read only now that the waiter listens, so a finish in between is not missed; the read
-      // marks the task watched, so that its finish is published from now on.
-      this.watch(id).then((task) => {
-        if (settled) return;
-        if (task === undefined || task.status === "succeeded" || task.status === "failed") {
-          forget();
-          resolve(task);
-        }
-      }, asItStands);
-    });
+      waiters.add(waiter);
+    };
+    const unfile = () => {
+      const waiters = this.finishWaiters.get(filedAs);
+      waiters?.delete(waiter);
+      if (waiters?.size === 0) this.finishWaiters.delete(filedAs);
+    };
+    const end = () => {
+      if (ended) return false;
+      ended = true;
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", endAsItStands);
+      unfile();
+      return true;
+    };
+    const endWith = (task: TaskView | undefined) => {
+      if (end()) resolveDone(task);
+    };
+    const endAsItStands = () => {
+      if (end()) this.get(filedAs).then(resolveDone, rejectDone);
+    };
+    const waiter: FinishWaiter = {
+      settle: (view) => (view === undefined ? endAsItStands() : endWith(view)),
+    };
+    const timer = setTimeout(endAsItStands, timeoutMs);
+    signal?.addEventListener("abort", endAsItStands, { once: true });
+    file();
+    return {
+      done,
+      moveTo: (next) => {
+        if (ended) return;
+        unfile();
+        filedAs = next;
+        file();
+      },
+      endWith,
+      endAsItStands,
+    };
   }
 
   async lease(

@@ -50,6 +50,13 @@ export interface SubmitOutcome {
   created: boolean;
 }
 
+/** What `submitAndWait` answers: the submission's outcome, and the task as the wait ended. */
+export interface SubmittedAndWaited {
+  outcome: SubmitOutcome;
+  /** `undefined` when the task is gone (a wait that outlived its retention). */
+  task: TaskView | undefined;
+}
+
 /** A completion as the store takes it: the wire's, with a success's measured result size. */
 export type Completion = WireCompletion & { resultMemoryBytes?: number };
 
@@ -188,6 +195,16 @@ export interface TaskStore {
    * aborts or the store closes; `undefined` when the task does not exist.
    */
   waitForFinish(id: string, timeoutMs: number, signal?: AbortSignal): Promise<TaskView | undefined>;
+  /**
+   * `submit` of one task and then `waitForFinish` of the task it names (the new one, or the one
+   * its idempotency key names), in one step: a store may listen for the finish before the task
+   * exists (the Redis store marks it watched in the submit's own script).
+   */
+  submitAndWait(
+    spec: TaskSpec,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<SubmittedAndWaited>;
   /**
    * Leases up to `max` queued tasks to `workerId`, fewer when their payloads together would pass
    * the store's byte cap for one answer (one task always goes). When none is queued, waits up to
