@@ -166,6 +166,28 @@ describe("redis store: several masters on one Redis", { skip }, () => {
     assert.equal(task?.result, "old");
   });
 
+  it("answers a wait whose finished message was lost while its subscriber was away, once it is back", async (t) => {
+    if (redis === undefined) throw new Error("redis-server has not started");
+    const prefix = `shared-${++stores}:`;
+    const a = redisStore(t, { ...base, prefix });
+    const [submitted] = await a.submit([
+      { type: "echo", payload: 1, maxAttempts: 3, timeoutSeconds: 60 },
+    ]);
+    const id = submitted?.id ?? "";
+    const waiting = a.waitForFinish(id, 20_000);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const admin = new Redis({ host: redis.host, port: redis.port });
+    t.after(() => admin.disconnect());
+    // The subscriber is cut off, and the task finishes meanwhile: its message would be lost.
+    await admin.client("KILL", "TYPE", "pubsub");
+    await admin.hset(`${prefix}t:${id}`, "status", "succeeded", "result", '"missed"');
+    const started = performance.now();
+    const task = await waiting;
+    const elapsedMs = performance.now() - started;
+    assert.ok(elapsedMs < 3000, `answered after ${elapsedMs} ms`);
+    assert.deepEqual([task?.status, task?.result], ["succeeded", "missed"]);
+  });
+
   it("hands a submission to the polls waiting on its own store, oldest first, the first in the submit's own script", async (t) => {
     const prefix = `shared-${++stores}:`;
     const a = redisStore(t, { ...base, prefix });

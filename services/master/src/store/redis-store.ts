@@ -201,6 +201,20 @@ export class RedisTaskStore implements TaskStore {
       else if (channel === finished) this.finishedMessage(message);
     });
     this.subscribed = this.subscribe([queued, finished]);
+    // What was published while the subscriber was away is lost. Once it is back and subscribed
+    // again, the waiting clients' tasks are read: a finish missed meanwhile costs the reconnect,
+    // not the rest of the wait's `waitSeconds`. (A lost `queued` message is the sweep's.)
+    let connectedBefore = false;
+    this.subscriber.on("ready", () => {
+      if (!connectedBefore) {
+        connectedBefore = true;
+        return;
+      }
+      this.subscriber
+        .subscribe(queued, finished)
+        .then(() => this.readWaitedTasks())
+        .catch(() => {});
+    });
 
     const sweepIntervalMs = options.sweepIntervalMs ?? 250;
     if (sweepIntervalMs > 0) {
@@ -661,6 +675,22 @@ export class RedisTaskStore implements TaskStore {
     // This master's own waiters need not wait for the `finished` message to come back.
     for (const view of views) this.finishedMessage(view);
     return answer;
+  }
+
+  /** Answers the waits whose tasks have finished (or are gone) by now, whatever was published. */
+  private async readWaitedTasks(): Promise<void> {
+    const ids = [...this.finishWaiters.keys()];
+    if (ids.length === 0) return;
+    const reads = this.redis.pipeline();
+    for (const id of ids) reads.hmget(this.taskKey(id), ...VIEW_FIELDS);
+    const replies = (await reads.exec()) ?? [];
+    replies.forEach(([error, fields], i) => {
+      const id = ids[i] as string;
+      if (error !== null) return;
+      const task = viewOf([id, ...(fields as ViewFields)]);
+      if (task !== undefined && task.status !== "succeeded" && task.status !== "failed") return;
+      for (const waiter of [...(this.finishWaiters.get(id) ?? [])]) waiter.settle(task);
+    });
   }
 
   /** Reads the task and marks it watched when unfinished (the `tfWatch` script). */
