@@ -144,22 +144,34 @@ describe("redis store: several masters on one Redis", { skip }, () => {
     assert.equal(JSON.parse(messages[0] ?? "[]")[0], watchedId);
   });
 
-  it("answers a wait on a bare finished id, as masters from before views publish it", async (t) => {
+  /**
+   * A task on a store of its own prefix, a client waiting on it (the wait has marked it by now),
+   * and a plain connection to the same Redis, playing another party (an older master, a failure).
+   */
+  async function waitingOnOneTask(t: TestContext, waitMs: number) {
     if (redis === undefined) throw new Error("redis-server has not started");
     const prefix = `shared-${++stores}:`;
-    const a = redisStore(t, { ...base, prefix });
-    const [submitted] = await a.submit([
+    const store = redisStore(t, { ...base, prefix });
+    const [submitted] = await store.submit([
       { type: "echo", payload: 1, maxAttempts: 3, timeoutSeconds: 60 },
     ]);
     const id = submitted?.id ?? "";
-    const waiting = a.waitForFinish(id, 30_000);
+    const waiting = store.waitForFinish(id, waitMs);
     await new Promise((resolve) => setTimeout(resolve, 50));
+    const other = new Redis({ host: redis.host, port: redis.port });
+    t.after(() => other.disconnect());
+    /** Finishes the task in Redis without telling anyone. */
+    const succeed = (result: string) =>
+      other.hset(`${prefix}t:${id}`, "status", "succeeded", "result", JSON.stringify(result));
+    return { prefix, id, waiting, other, succeed };
+  }
+
+  it("answers a wait on a bare finished id, as masters from before views publish it", async (t) => {
+    const { prefix, id, waiting, other, succeed } = await waitingOnOneTask(t, 30_000);
     // An older master finishes the task and publishes only its id.
-    const old = new Redis({ host: redis.host, port: redis.port });
-    t.after(() => old.disconnect());
-    await old.hset(`${prefix}t:${id}`, "status", "succeeded", "result", '"old"');
+    await succeed("old");
     const started = performance.now();
-    await old.publish(`${prefix}finished`, id);
+    await other.publish(`${prefix}finished`, id);
     const task = await waiting;
     assert.ok(performance.now() - started < 1000);
     assert.equal(task?.status, "succeeded");
@@ -167,20 +179,10 @@ describe("redis store: several masters on one Redis", { skip }, () => {
   });
 
   it("answers a wait whose finished message was lost while its subscriber was away, once it is back", async (t) => {
-    if (redis === undefined) throw new Error("redis-server has not started");
-    const prefix = `shared-${++stores}:`;
-    const a = redisStore(t, { ...base, prefix });
-    const [submitted] = await a.submit([
-      { type: "echo", payload: 1, maxAttempts: 3, timeoutSeconds: 60 },
-    ]);
-    const id = submitted?.id ?? "";
-    const waiting = a.waitForFinish(id, 20_000);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    const admin = new Redis({ host: redis.host, port: redis.port });
-    t.after(() => admin.disconnect());
+    const { waiting, other, succeed } = await waitingOnOneTask(t, 20_000);
     // The subscriber is cut off, and the task finishes meanwhile: its message would be lost.
-    await admin.client("KILL", "TYPE", "pubsub");
-    await admin.hset(`${prefix}t:${id}`, "status", "succeeded", "result", '"missed"');
+    await other.client("KILL", "TYPE", "pubsub");
+    await succeed("missed");
     const started = performance.now();
     const task = await waiting;
     const elapsedMs = performance.now() - started;
