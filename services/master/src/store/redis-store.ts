@@ -677,7 +677,10 @@ export class RedisTaskStore implements TaskStore {
     return answer;
   }
 
-  /** Answers the waits whose tasks have finished (or are gone) by now, whatever was published. */
+  /**
+   * Answers the waits whose tasks have finished by now, whatever was published. A task not there
+   * is left to its wait's own end: a submit-and-wait listens before its task is created.
+   */
   private async readWaitedTasks(): Promise<void> {
     const ids = [...this.finishWaiters.keys()];
     if (ids.length === 0) return;
@@ -688,7 +691,7 @@ export class RedisTaskStore implements TaskStore {
       const id = ids[i] as string;
       if (error !== null) return;
       const task = viewOf([id, ...(fields as ViewFields)]);
-      if (task !== undefined && task.status !== "succeeded" && task.status !== "failed") return;
+      if (task === undefined || (task.status !== "succeeded" && task.status !== "failed")) return;
       for (const waiter of [...(this.finishWaiters.get(id) ?? [])]) waiter.settle(task);
     });
   }
