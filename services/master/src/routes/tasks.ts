@@ -83,22 +83,17 @@ export async function taskRoutes(app: FastifyInstance, options: TaskRoutesOption
       }
       const spec = toSpec(request.body, "body/payload");
       if (typeof spec === "string") return reply.code(400).send(errorBody(400, spec));
-      if (waitSeconds === 0) {
-        const outcomes = await submitOrRefuse(reply, () => store.submit([spec]));
-        if (outcomes === undefined) return reply;
-        const [outcome] = outcomes;
-        if (outcome === undefined)
-          throw new Error("store returned no outcome for a submitted task");
-        reply.code(outcome.created ? 202 : 200);
-        return { id: outcome.id, status: outcome.status };
-      }
-      // Submit and wait in one request: the task as `GET /v1/tasks/:id?waitSeconds=` answers it,
-      // which saves the client a round trip per task (docs/api.md).
+      // With waitSeconds, submit and wait in one request: the task as
+      // `GET /v1/tasks/:id?waitSeconds=` answers it, which saves the client a round trip per task
+      // (docs/api.md). Without, the task is not read back.
       const submitted = await submitOrRefuse(reply, () =>
-        store.submitAndWait(spec, waitSeconds * 1000, abortWhenClientLeaves(reply)),
+        waitSeconds === 0
+          ? store.submit([spec]).then(([outcome]) => ({ outcome, task: undefined }))
+          : store.submitAndWait(spec, waitSeconds * 1000, abortWhenClientLeaves(reply)),
       );
       if (submitted === undefined) return reply;
       const { outcome, task } = submitted;
+      if (outcome === undefined) throw new Error("store returned no outcome for a submitted task");
       reply.code(outcome.created ? 202 : 200);
       return task === undefined ? { id: outcome.id, status: outcome.status } : present(task);
     },

@@ -124,6 +124,8 @@ interface FinishListener {
   endWith(task: TaskView | undefined): void;
   /** Ends the wait with the task as it stands (read now). */
   endAsItStands(): void;
+  /** Ends the wait for nobody: `done` is not read, and what it would have read cannot fail it. */
+  abandon(): void;
 }
 
 const noopObserver: StoreObserver = {
@@ -200,18 +202,20 @@ export class RedisTaskStore implements TaskStore {
       if (channel === queued) this.wake();
       else if (channel === finished) this.finishedMessage(message);
     });
-    this.subscribed = this.subscribe([queued, finished]);
-    // What was published while the subscriber was away is lost. Once it is back and subscribed
-    // again, the waiting clients' tasks are read: a finish missed meanwhile costs the reconnect,
-    // not the rest of the wait's `waitSeconds`. (A lost `queued` message is the sweep's.)
+    const channels = [queued, finished];
+    this.subscribed = this.subscribe(channels);
+    // What was published while the subscriber was away is lost. Once it is back, the waiting
+    // clients' tasks are read: a finish missed meanwhile costs the reconnect, not the rest of the
+    // wait's `waitSeconds`. The read waits for a SUBSCRIBE of its own (sent before ioredis sends
+    // its automatic one), so that nothing finishes unseen between the read and the subscription.
+    // (A lost `queued` message is the sweep's.)
     let connectedBefore = false;
     this.subscriber.on("ready", () => {
       if (!connectedBefore) {
         connectedBefore = true;
         return;
       }
-      this.subscriber
-        .subscribe(queued, finished)
+      this.subscribe(channels)
         .then(() => this.readWaitedTasks())
         .catch(() => {});
     });
@@ -247,29 +251,25 @@ export class RedisTaskStore implements TaskStore {
     timeoutMs: number,
     signal?: AbortSignal,
   ): Promise<SubmittedAndWaited> {
-    if (timeoutMs <= 0 || this.isDraining || signal?.aborted) {
-      const [outcome] = (await this.submitTasks([spec])) as [SubmitOutcome];
-      return { outcome, task: await this.get(outcome.id) };
-    }
-    await this.subscribed;
     let listener: FinishListener | undefined;
-    const listen = (id: string) => {
-      if (listener === undefined) listener = this.listenForFinish(id, timeoutMs, signal);
-      else listener.moveTo(id);
-    };
+    let listen: ((id: string) => void) | undefined;
+    if (timeoutMs > 0 && !this.isDraining && !signal?.aborted) {
+      await this.subscribed;
+      listen = (id) => {
+        if (listener === undefined) listener = this.listenForFinish(id, timeoutMs, signal);
+        else listener.moveTo(id);
+      };
+    }
     let outcome: SubmitOutcome;
     try {
       [outcome] = (await this.submitTasks([spec], listen)) as [SubmitOutcome];
     } catch (error) {
-      // Nobody reads this wait (a read it began as the time ran out may fail too): ended unread.
-      listener?.done.catch(() => {});
-      listener?.endWith(undefined);
+      listener?.abandon();
       throw error;
     }
     if (outcome.created && listener !== undefined) return { outcome, task: await listener.done };
-    // The key named a task that was there before: it is waited for as `waitForFinish` does.
-    listener?.done.catch(() => {});
-    listener?.endWith(undefined);
+    // No wait (as `waitForFinish` then reads the task), or a key that named a task there before.
+    listener?.abandon();
     return { outcome, task: await this.waitForFinish(outcome.id, timeoutMs, signal) };
   }
 
@@ -430,6 +430,10 @@ export class RedisTaskStore implements TaskStore {
       },
       endWith,
       endAsItStands,
+      abandon: () => {
+        done.catch(() => {});
+        endWith(undefined);
+      },
     };
   }
 
@@ -683,17 +687,11 @@ export class RedisTaskStore implements TaskStore {
    */
   private async readWaitedTasks(): Promise<void> {
     const ids = [...this.finishWaiters.keys()];
-    if (ids.length === 0) return;
-    const reads = this.redis.pipeline();
-    for (const id of ids) reads.hmget(this.taskKey(id), ...VIEW_FIELDS);
-    const replies = (await reads.exec()) ?? [];
-    replies.forEach(([error, fields], i) => {
-      const id = ids[i] as string;
-      if (error !== null) return;
-      const task = viewOf([id, ...(fields as ViewFields)]);
-      if (task === undefined || (task.status !== "succeeded" && task.status !== "failed")) return;
-      for (const waiter of [...(this.finishWaiters.get(id) ?? [])]) waiter.settle(task);
-    });
+    const tasks = await Promise.all(ids.map((id) => this.get(id).catch(() => undefined)));
+    for (const task of tasks) {
+      if (task?.status === "succeeded" || task?.status === "failed")
+        this.settleWaits(task.id, task);
+    }
   }
 
   /** Reads the task and marks it watched when unfinished (the `tfWatch` script). */
@@ -787,10 +785,13 @@ export class RedisTaskStore implements TaskStore {
         // Not one of ours (anything with access to Redis can publish): no waiter has that id.
       }
     }
-    const waiters = this.finishWaiters.get(fields[0] as string);
-    if (waiters === undefined) return;
-    const view = fields.length > 1 ? viewOf(fields) : undefined;
-    for (const waiter of [...waiters]) waiter.settle(view);
+    if (!this.finishWaiters.has(fields[0] as string)) return;
+    this.settleWaits(fields[0] as string, fields.length > 1 ? viewOf(fields) : undefined);
+  }
+
+  /** Answers the waits for task `id`: with the finished task, or as it stands when not given. */
+  private settleWaits(id: string, task: TaskView | undefined): void {
+    for (const waiter of [...(this.finishWaiters.get(id) ?? [])]) waiter.settle(task);
   }
 }
 
