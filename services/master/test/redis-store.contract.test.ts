@@ -47,6 +47,22 @@ function scriptCounter(t: TestContext): () => Promise<number> {
   };
 }
 
+/**
+ * Waits until Redis has run `count` scripts more than `from`: a long poll started before has then
+ * made its first try to lease (a fixed sleep is too short on a busy machine).
+ */
+async function untilScripts(
+  scripts: () => Promise<number>,
+  from: number,
+  count: number,
+): Promise<void> {
+  const deadline = performance.now() + 5000;
+  while ((await scripts()) < from + count) {
+    if (performance.now() > deadline) throw new Error(`${count} scripts did not run within 5 s`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 storeContract(
   "redis store",
   async (t, options: ContractOptions) => {
@@ -195,10 +211,11 @@ describe("redis store: several masters on one Redis", { skip }, () => {
     const a = redisStore(t, { ...base, prefix });
     const b = redisStore(t, { ...base, prefix });
     const scripts = scriptCounter(t);
+    const start = await scripts();
     const first = a.lease("w1", 2, 30_000, { slots: 8 });
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await untilScripts(scripts, start, 1);
     const second = a.lease("w2", 2, 30_000, { slots: 4 });
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await untilScripts(scripts, start, 2);
     const spec = { type: "echo", maxAttempts: 3, timeoutSeconds: 60 };
     const before = await scripts();
     const outcomes = await a.submit(Array.from({ length: 5 }, (_, n) => ({ ...spec, payload: n })));
@@ -226,8 +243,9 @@ describe("redis store: several masters on one Redis", { skip }, () => {
     const a = redisStore(t, { ...base, prefix });
     const b = redisStore(t, { ...base, prefix });
     const scripts = scriptCounter(t);
+    const start = await scripts();
     const polling = b.lease("w1", 1, 30_000);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await untilScripts(scripts, start, 1);
     const before = await scripts();
     const waiting = a.submitAndWait(
       { type: "echo", payload: 1, maxAttempts: 3, timeoutSeconds: 60 },
