@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply } from "fastify";
 import { requireBearer } from "../auth.js";
 import { errorBody, unavailable } from "../http-errors.js";
 import {
-  OverBudgetError,
+  StoreFullError,
   type TaskSpec,
   type TaskStore,
   type TaskView,
@@ -66,7 +66,7 @@ export async function taskRoutes(app: FastifyInstance, options: TaskRoutesOption
     try {
       return await submit();
     } catch (error) {
-      if (!(error instanceof OverBudgetError)) throw error;
+      if (!(error instanceof StoreFullError)) throw error;
       unavailable(reply, `${error.message}; try again later`);
       return undefined;
     }

@@ -80,6 +80,10 @@ export class MinHeap<T> {
     return this.items[0];
   }
 
+  clear(): void {
+    this.items.length = 0;
+  }
+
   pop(): T | undefined {
     const items = this.items;
     const top = items[0];

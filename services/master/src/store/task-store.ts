@@ -156,7 +156,11 @@ export interface StoreStats {
  * Thrown by `submit` when the new tasks would take the store past its memory budget even with
  * every retained result dropped; nothing of the submission is kept.
  */
-export class OverBudgetError extends Error {
+export class StoreFullError extends Error {
+  override name = "StoreFullError";
+}
+
+export class OverBudgetError extends StoreFullError {
   override name = "OverBudgetError";
   constructor(
     readonly budgetBytes: number,
