@@ -5,8 +5,8 @@
 import { limits } from "@taskfleet/protocol/limits";
 
 /**
- * What a task costs the memory budget besides its payload or result: the record, its id, its map
- * and queue entries, and once leased its attempts. Measured at about 190 bytes on the heap for a
+ * What a task costs the memory budget besides its payload or result: the record, its id, its table
+ * and queue slots, and once leased its attempts. Measured at about 160 bytes on the heap for a
  * queued task with a small payload (services/master/test/memory.test.ts holds the constant to the
  * measurement) and 460 for a finished one with a small result, rounded up.
  */
