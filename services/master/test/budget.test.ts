@@ -104,6 +104,39 @@ describe("memory budget", () => {
     assert.equal((await api(app, "GET", `/v1/tasks/${second}`)).json().result, PAYLOAD);
   });
 
+  it("refuses tasks past the most one master holds with 503, after retained results make room", async (t) => {
+    const { app } = startApp(t, { store: { tasksMax: 3 } });
+    const finished = await submit(app, { type: "echo", payload: 1 });
+    const [task] = await leaseTasks(app);
+    await worker(app, "complete", {
+      workerId: "w1",
+      results: [{ id: task?.id, leaseId: task?.leaseId, ok: true, result: 1 }],
+    });
+    const queued = [await submit(app, { type: "echo", payload: 2 })];
+    // A retained result makes room: the table holds 3 tasks, none of them that finished one.
+    const batch = await api(app, "POST", "/v1/tasks/batch", {
+      tasks: [
+        { type: "echo", payload: 3 },
+        { type: "echo", payload: 4 },
+      ],
+    });
+    queued.push(...(batch.json().ids as string[]));
+    assert.equal((await api(app, "GET", `/v1/tasks/${finished}`)).statusCode, 404);
+
+    const refused = await api(app, "POST", "/v1/tasks", { type: "echo", payload: 5 });
+    assert.equal(refused.statusCode, 503);
+    assert.equal(refused.headers["retry-after"], "5");
+    assert.deepEqual(refused.json(), {
+      error: "ServiceUnavailable",
+      message:
+        "the master holds 3 queued and running tasks, and 3 tasks at most: 1 more do not fit; try again later",
+    });
+    assert.equal((await stats(app)).queued, 3);
+    for (const id of queued) {
+      assert.equal((await api(app, "GET", `/v1/tasks/${id}`)).json().status, "queued");
+    }
+  });
+
   it("gives back what a task counted once retention drops it", async (t) => {
     const { app } = startApp(t, { env: { ...env, RESULT_MAX_COUNT: "1" } });
     for (let i = 0; i < 2; i++) {

@@ -26,8 +26,15 @@ import {
   type TaskView,
 } from "./task-store.js";
 
-/** The memory store takes the options every store takes, and nothing more. */
-export type MemoryStoreOptions = StoreOptions;
+/** The memory store takes the options every store takes, and one for tests. */
+export interface MemoryStoreOptions extends StoreOptions {
+  /**
+   * The most tasks the store holds, queued, running and retained together; past it a submission
+   * is refused like one over the memory budget. For tests: the default is also the maximum,
+   * `SLOTS_MAX` (2^24), as many as the ids can name.
+   */
+  tasksMax?: number;
+}
 
 // One object per task with every field set in the constructor, so all records share one hidden
 // class and stay small: no closures, timers or per-task promises hang off a record, and what many
@@ -225,7 +232,7 @@ export class MemoryTaskStore implements TaskStore {
   private readonly now: () => number;
   private readonly random: () => number;
 
-  private readonly tasks = new SlotTable<TaskRecord>();
+  private readonly tasks: SlotTable<TaskRecord>;
   private readonly byKey = new Map<string, TaskRecord>();
   /** Shapes by type, then by `maxAttempts × SHAPE_TIMEOUT_SPAN + timeoutSeconds`. */
   private readonly shapes = new Map<string, Map<number, TaskShape>>();
@@ -261,6 +268,7 @@ export class MemoryTaskStore implements TaskStore {
     this.activeWorkerWindowMs = options.activeWorkerWindowMs ?? 60_000;
     this.memoryBudgetBytes = options.memoryBudgetBytes ?? Number.POSITIVE_INFINITY;
     this.leaseMaxBytes = options.leaseMaxBytes ?? Number.POSITIVE_INFINITY;
+    this.tasks = new SlotTable(options.tasksMax);
     this.observer = options.observer ?? noopObserver;
     this.now = options.now ?? Date.now;
     this.random = options.random ?? Math.random;
