@@ -81,10 +81,14 @@ describe("redis store: several masters on one Redis", { skip }, () => {
     sweepIntervalMs: 0,
   };
 
-  it("wakes a long poll on one store when another queues a task", async (t) => {
+  /** Two stores on one Redis under one prefix, as two masters of one deployment. */
+  function twoMasters(t: TestContext): { a: RedisTaskStore; b: RedisTaskStore; prefix: string } {
     const prefix = `shared-${++stores}:`;
-    const a = redisStore(t, { ...base, prefix });
-    const b = redisStore(t, { ...base, prefix });
+    return { a: redisStore(t, { ...base, prefix }), b: redisStore(t, { ...base, prefix }), prefix };
+  }
+
+  it("wakes a long poll on one store when another queues a task", async (t) => {
+    const { a, b } = twoMasters(t);
     const started = performance.now();
     const polling = a.lease("w1", 4, 30_000);
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -110,9 +114,7 @@ describe("redis store: several masters on one Redis", { skip }, () => {
   });
 
   it("wakes a wait for a result on one store when the task finishes through another", async (t) => {
-    const prefix = `shared-${++stores}:`;
-    const a = redisStore(t, { ...base, prefix });
-    const b = redisStore(t, { ...base, prefix });
+    const { a, b } = twoMasters(t);
     const [submitted] = await a.submit([
       { type: "echo", payload: 1, maxAttempts: 3, timeoutSeconds: 60 },
     ]);
@@ -128,9 +130,7 @@ describe("redis store: several masters on one Redis", { skip }, () => {
 
   it("publishes the finish of the tasks somebody waits for, and of no other", async (t) => {
     if (redis === undefined) throw new Error("redis-server has not started");
-    const prefix = `shared-${++stores}:`;
-    const a = redisStore(t, { ...base, prefix });
-    const b = redisStore(t, { ...base, prefix });
+    const { a, b, prefix } = twoMasters(t);
     const listener = new Redis({ host: redis.host, port: redis.port });
     t.after(() => listener.disconnect());
     const messages: string[] = [];
@@ -207,9 +207,7 @@ describe("redis store: several masters on one Redis", { skip }, () => {
   });
 
   it("hands a submission to the polls waiting on its own store, oldest first, the first in the submit's own script", async (t) => {
-    const prefix = `shared-${++stores}:`;
-    const a = redisStore(t, { ...base, prefix });
-    const b = redisStore(t, { ...base, prefix });
+    const { a, b } = twoMasters(t);
     const scripts = scriptCounter(t);
     const start = await scripts();
     const first = a.lease("w1", 2, 30_000, { slots: 8 });
@@ -239,9 +237,7 @@ describe("redis store: several masters on one Redis", { skip }, () => {
   });
 
   it("submits and waits in one script, the task marked watched in it: another store's finish answers the wait", async (t) => {
-    const prefix = `shared-${++stores}:`;
-    const a = redisStore(t, { ...base, prefix });
-    const b = redisStore(t, { ...base, prefix });
+    const { a, b } = twoMasters(t);
     const scripts = scriptCounter(t);
     const start = await scripts();
     const polling = b.lease("w1", 1, 30_000);
@@ -283,9 +279,7 @@ describe("redis store: several masters on one Redis", { skip }, () => {
   });
 
   it("hands each queued task to one poll across stores", async (t) => {
-    const prefix = `shared-${++stores}:`;
-    const a = redisStore(t, { ...base, prefix });
-    const b = redisStore(t, { ...base, prefix });
+    const { a, b } = twoMasters(t);
     const polls = [a, b, a, b].map((store, n) => store.lease(`w${n}`, 2, 500));
     await new Promise((resolve) => setTimeout(resolve, 50));
     const spec = { type: "echo", maxAttempts: 3, timeoutSeconds: 60 };

@@ -42,7 +42,9 @@ describe("slot table", () => {
     assert.equal(slotOf(refilled.id), 1);
     // Slots 3, 4 and 5 empty: the top is cut off at 3, and the freed 3 goes with it.
     table.delete(e);
+    assert.equal(table.span, 6);
     table.delete(f);
+    assert.equal(table.span, 3);
     const added = [11, 12, 13].map((n) => table.add((id) => ({ id, n })));
     assert.deepEqual(
       added.map((item) => slotOf(item.id)),
@@ -51,6 +53,10 @@ describe("slot table", () => {
     for (const item of [a, refilled, c, ...added]) assert.equal(table.get(item.id), item);
     for (const item of [b, d, e, f]) assert.equal(table.get(item.id), undefined);
     assert.equal(table.size, 6);
+    for (const item of [c, ...added, refilled]) table.delete(item);
+    assert.equal(table.span, 1);
+    table.delete(a);
+    assert.equal(table.span, 0);
   });
 
   it("holds no more than its capacity", () => {
@@ -63,7 +69,7 @@ describe("slot table", () => {
     assert.throws(() => new SlotTable(2 ** 24 + 1), /capacity/);
   });
 
-  it("keeps every record findable through random adds and deletes, in no more slots than it held at once", () => {
+  it("keeps every record findable through random adds and deletes, in no more slots than it held at once, its array cut to the highest slot held", () => {
     const table = new SlotTable<Item>();
     const live = new Map<string, Item>();
     const gone: Item[] = [];
@@ -74,6 +80,7 @@ describe("slot table", () => {
       seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
       return seed / 2 ** 31;
     };
+    const highestHeld = () => Math.max(-1, ...[...live.keys()].map(slotOf));
     for (let n = 0; n < 20_000; n++) {
       // Bursts of adds, then of deletes, as a queue fills and drains.
       const adding = Math.floor(n / 2000) % 2 === 0 ? random() < 0.8 : random() < 0.2;
@@ -89,9 +96,11 @@ describe("slot table", () => {
         table.delete(item);
         live.delete(item.id);
         gone.push(item);
+        if (n % 97 === 0) assert.equal(table.span, highestHeld() + 1, `span after ${n} steps`);
       }
     }
     assert.equal(table.size, live.size);
+    assert.equal(table.span, highestHeld() + 1);
     for (const item of live.values()) assert.equal(table.get(item.id), item);
     for (const item of gone) assert.equal(table.get(item.id), undefined);
   });

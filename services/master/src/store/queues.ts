@@ -52,7 +52,10 @@ export class Deque<T> {
   }
 }
 
-/** A binary min-heap ordered by a numeric key (here: when a delayed task may run again). */
+/**
+ * A binary min-heap ordered by a numeric key (here: when a delayed task may run again, and the
+ * slot table's free slots).
+ */
 export class MinHeap<T> {
   private readonly items: T[] = [];
 

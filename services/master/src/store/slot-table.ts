@@ -29,6 +29,11 @@ export class SlotTable<T extends { readonly id: string }> {
     return this.count;
   }
 
+  /** Slots up to the highest one held, empty ones among them: what the table's array keeps. */
+  get span(): number {
+    return this.slots.length;
+  }
+
   /** Whether `more` records fit besides those held. */
   fits(more: number): boolean {
     return this.count + more <= this.capacity;

@@ -153,13 +153,15 @@ export interface StoreStats {
 }
 
 /**
- * Thrown by `submit` when the new tasks would take the store past its memory budget even with
- * every retained result dropped; nothing of the submission is kept.
+ * Thrown by `submit` when the new tasks do not fit the store even with every retained result
+ * dropped (its message says which limit); nothing of the submission is kept. The routes answer
+ * 503 with `Retry-After`.
  */
 export class StoreFullError extends Error {
   override name = "StoreFullError";
 }
 
+/** The store is full by its memory budget (`MEMORY_BUDGET_BYTES`). */
 export class OverBudgetError extends StoreFullError {
   override name = "OverBudgetError";
   constructor(
