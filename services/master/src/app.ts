@@ -1,3 +1,4 @@
+import type { IncomingMessage } from "node:http";
 import { hostname } from "node:os";
 import { completeBodyLimitBytes, maxPayloadBytes } from "@taskfleet/protocol/limits";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
@@ -11,13 +12,16 @@ import {
   TIMEOUT_CHECK_INTERVAL_MS,
 } from "./limits.js";
 import { createMetrics } from "./metrics.js";
-import { exposureOf, InternalListener } from "./ports.js";
+import { exposureOf, InternalListener, wrongPortMessage } from "./ports.js";
 import { healthRoutes } from "./routes/health.js";
 import { scalerRoutes } from "./routes/scaler.js";
+import { ajvOptions } from "./routes/schemas.js";
 import { taskRoutes } from "./routes/tasks.js";
 import { workerRoutes } from "./routes/worker.js";
+import { workerCalls } from "./routes/worker-calls.js";
 import { openStore } from "./store/open-store.js";
 import type { TaskStore } from "./store/task-store.js";
+import { WorkerStreams } from "./worker-stream.js";
 
 declare module "fastify" {
   interface FastifyInstance {
@@ -85,11 +89,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     },
     schemaErrorFormatter: formatSchemaError,
     clientErrorHandler: handleClientError,
-    ajv: {
-      // Wrong types are errors, not something to coerce; unknown properties are errors, not
-      // something to drop silently.
-      customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false },
-    },
+    ajv: { customOptions: ajvOptions },
   });
   const store =
     options.store ?? openStore(config, metrics.observer, app.log.child({ component: "store" }));
@@ -132,12 +132,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
       if (exposure !== "both" && exposure !== port) {
         return reply
           .code(404)
-          .send(
-            errorBody(
-              404,
-              `no route for ${request.method} ${path} on this port; the ${exposure === "public" ? "client API is served on the master's public port" : "worker API, the scaler's backlog and /metrics are served on the master's internal port"}`,
-            ),
-          );
+          .send(errorBody(404, wrongPortMessage(request.method, path, exposure)));
       }
     }
     if (!request.is404) return;
@@ -203,19 +198,35 @@ export function buildApp(options: AppOptions): FastifyInstance {
     defaultTimeoutSeconds: config.taskTimeoutSeconds,
     maxPayloadBytes: maxPayloadBytes(config.bodyLimitBytes),
   });
+  const calls = workerCalls({ store, maxResultBytes: maxPayloadBytes(config.bodyLimitBytes) });
   app.register(workerRoutes, {
     prefix: "/worker/v1",
-    store,
+    calls,
     workerToken: config.workerToken,
-    maxResultBytes: maxPayloadBytes(config.bodyLimitBytes),
     completeBodyLimitBytes: completeBodyLimitBytes(config.bodyLimitBytes),
   });
+  // Workers' calls over one WebSocket each (docs/protocol.md, "The worker stream"). Node's server
+  // hands over only the stream's upgrades; any other request is served whatever it asks.
+  const streams = new WorkerStreams({
+    calls,
+    store,
+    workerToken: config.workerToken,
+    completeBodyLimitBytes: completeBodyLimitBytes(config.bodyLimitBytes),
+    internal,
+    log: app.log.child({ component: "worker-stream" }),
+    metrics,
+  });
+  (
+    app.server as { shouldUpgradeCallback?: (request: IncomingMessage) => boolean }
+  ).shouldUpgradeCallback = WorkerStreams.wants;
+  app.server.on("upgrade", (request, socket, head) => streams.upgrade(request, socket, head));
   app.register(scalerRoutes, { prefix: "/scaler/v1", store, scalerToken: config.scalerToken });
 
-  // Both ports stop taking connections together when closing begins.
-  app.addHook("preClose", (done) => {
+  // Both ports stop taking connections together when closing begins; worker streams close as
+  // their calls in flight are answered.
+  app.addHook("preClose", async () => {
     internal?.close();
-    done();
+    await streams.close();
   });
   app.addHook("onClose", async () => {
     await store.close();

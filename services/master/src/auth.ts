@@ -10,23 +10,33 @@ function digest(value: string): Buffer {
 const bearerScheme = /^bearer +/i;
 
 /**
- * An `onRequest` hook that lets a request through only with `Authorization: Bearer <token>`.
- * Both sides are hashed first so the comparison takes the same time whatever the lengths.
+ * Checks an `Authorization` header against `Bearer <token>`: what is wrong with it, or undefined
+ * when it holds the token. Both sides are hashed first so the comparison takes the same time
+ * whatever the lengths.
  */
-export function requireBearer(token: string) {
+export function bearerCheck(token: string): (header: string | undefined) => string | undefined {
   const expected = digest(token);
-  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const header = request.headers.authorization;
+  return (header) => {
     if (header === undefined) {
-      return unauthorized(reply, "Authorization header is missing (expected: Bearer <token>)");
+      return "Authorization header is missing (expected: Bearer <token>)";
     }
     const scheme = bearerScheme.exec(header);
     if (scheme === null || !timingSafeEqual(digest(header.slice(scheme[0].length)), expected)) {
-      return unauthorized(reply, "Authorization header does not hold a valid bearer token");
+      return "Authorization header does not hold a valid bearer token";
     }
+    return undefined;
   };
 }
 
-function unauthorized(reply: FastifyReply, message: string): FastifyReply {
-  return reply.code(401).header("www-authenticate", "Bearer").send(errorBody(401, message));
+/** An `onRequest` hook that lets a request through only with `Authorization: Bearer <token>`. */
+export function requireBearer(token: string) {
+  const check = bearerCheck(token);
+  return async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+  ): Promise<FastifyReply | undefined> => {
+    const problem = check(request.headers.authorization);
+    if (problem === undefined) return undefined;
+    return reply.code(401).header("www-authenticate", "Bearer").send(errorBody(401, problem));
+  };
 }

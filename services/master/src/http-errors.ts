@@ -1,5 +1,6 @@
 import { maxHeaderSize, STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import type {
   FastifyError,
   FastifyReply,
@@ -35,6 +36,9 @@ export function errorBody(status: number, message: string): ErrorBody {
     message,
   };
 }
+
+/** The answer to a request the store could not serve (Redis unreachable): nothing changed. */
+export const storeUnavailableMessage = "the task store is unavailable; try again shortly";
 
 /** A 503 that tells the client when to come back (`Retry-After`, in seconds). */
 export function unavailable(reply: FastifyReply, message: string): FastifyReply {
@@ -90,10 +94,26 @@ export function handleClientError(
     status = 431;
     message = `the request's headers are larger than the limit of ${maxHeaderSize} bytes`;
   }
+  answerOnSocket(socket, status, message);
+}
+
+/**
+ * Writes an error answer straight to a socket that Node's HTTP server no longer answers on (a
+ * request it could not parse, an upgrade it handed over) and closes it.
+ */
+export function answerOnSocket(
+  socket: Duplex,
+  status: number,
+  message: string,
+  headers: Record<string, string> = {},
+): void {
   if (socket.writable) {
     const body = JSON.stringify(errorBody(status, message));
+    const extra = Object.entries(headers)
+      .map(([name, value]) => `${name}: ${value}\r\n`)
+      .join("");
     socket.write(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\n${extra}content-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     );
   }
   socket.destroy();
@@ -129,7 +149,7 @@ export function handleError(
   if (error instanceof StoreUnavailableError) {
     // Nothing is known to have changed: the client tries again, after Retry-After.
     request.log.warn({ err: error.message }, "task store unavailable");
-    unavailable(reply, "the task store is unavailable; try again shortly");
+    unavailable(reply, storeUnavailableMessage);
     return;
   }
   if (status >= 400 && status < 500) {

@@ -47,3 +47,10 @@ export const TIMEOUT_CHECK_INTERVAL_MS = 1000;
  * a new id per request cannot grow the map without bound.
  */
 export const TRACKED_WORKERS_MAX = 10_000;
+
+/**
+ * How often the master pings each worker stream; a stream that has not answered the ping before
+ * the next one is closed, so a worker gone without a word (its node lost) does not hold a stream
+ * and its long poll for ever.
+ */
+export const STREAM_PING_INTERVAL_MS = 30_000;

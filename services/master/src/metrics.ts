@@ -8,9 +8,16 @@ export interface MasterMetrics {
   /** Feeds the task counters; give it to the store. */
   observer: StoreObserver;
   httpDuration: Histogram<"method" | "route" | "status_code">;
+  /** Calls on worker streams, which the HTTP histogram does not see. */
+  streamCallDuration: Histogram<"call" | "status_code">;
+  /** Worker streams open on this master. */
+  workerStreams: Gauge;
   /** Where the gauges read the store's figures from on each scrape. */
   setStatsSource(source: () => Promise<StoreStats>): void;
 }
+
+/** Seconds; a long poll waits up to 30 s, a client's wait up to 60 s. */
+const durationBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30, 60];
 
 export function createMetrics(): MasterMetrics {
   const registry = new Registry();
@@ -122,7 +129,20 @@ export function createMetrics(): MasterMetrics {
     name: "taskfleet_http_request_duration_seconds",
     help: "HTTP request duration by route (the route pattern, not the path).",
     labelNames: ["method", "route", "status_code"] as const,
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30, 60],
+    buckets: durationBuckets,
+    registers,
+  });
+
+  const streamCallDuration = new Histogram({
+    name: "taskfleet_worker_stream_call_duration_seconds",
+    help: "Duration of calls on worker streams by call (lease, renew, complete, release) and status.",
+    labelNames: ["call", "status_code"] as const,
+    buckets: durationBuckets,
+    registers,
+  });
+  const workerStreams = new Gauge({
+    name: "taskfleet_worker_streams",
+    help: "Worker streams open on this master.",
     registers,
   });
 
@@ -144,6 +164,8 @@ export function createMetrics(): MasterMetrics {
     registry,
     observer,
     httpDuration,
+    streamCallDuration,
+    workerStreams,
     setStatsSource(source) {
       statsSource = source;
     },

@@ -15,6 +15,11 @@ export function exposureOf(path: string): Exposure {
   return "both";
 }
 
+/** Why a request for `path` is answered 404 on the port it came in on. */
+export function wrongPortMessage(method: string, path: string, exposure: Exposure): string {
+  return `no route for ${method} ${path} on this port; the ${exposure === "public" ? "client API is served on the master's public port" : "worker API, the scaler's backlog and /metrics are served on the master's internal port"}`;
+}
+
 /**
  * The internal port: a second listening socket whose connections are handed to the master's one
  * HTTP server, so both ports share its routes, timeouts, error handling and shutdown, and the

@@ -1,5 +1,6 @@
 import * as http from "node:http";
 import * as https from "node:https";
+import { limits } from "@taskfleet/protocol/limits";
 import {
   type CompleteResponse,
   type LeaseAnswer,
@@ -14,6 +15,9 @@ import {
   readRenewAnswer,
 } from "@taskfleet/protocol/wire";
 import { workerEnv } from "@taskfleet/protocol/worker-env";
+import type { WorkerCallName } from "@taskfleet/protocol/worker-stream";
+import { answerError, MasterRejectedError, MasterUnavailableError } from "./master-errors.js";
+import { MasterStream, StreamNotOfferedError } from "./master-stream.js";
 
 export type { CompleteResponse, LeaseAnswer, LeasedTask, LeaseRef, ReleaseResponse, RenewResponse };
 
@@ -42,23 +46,7 @@ export function encodeResult(result: TaskResult): EncodedResult {
   return { id: result.id, leaseId: result.leaseId, json, bytes: Buffer.byteLength(json) };
 }
 
-/** The master could not be reached or answered 5xx: worth retrying later. */
-export class MasterUnavailableError extends Error {
-  override name = "MasterUnavailableError";
-}
-
-export { MasterProtocolError };
-
-/** The master refused the request (4xx): retrying the same request will not help. */
-export class MasterRejectedError extends Error {
-  override name = "MasterRejectedError";
-  constructor(
-    message: string,
-    readonly status: number,
-  ) {
-    super(message);
-  }
-}
+export { MasterProtocolError, MasterRejectedError, MasterUnavailableError };
 
 /** The operations a worker needs from the master; an interface so tests can stand in for it. */
 export interface MasterApi {
@@ -99,15 +87,16 @@ export interface MasterClientOptions {
 }
 
 /**
- * The optional request fields a master older than them refuses (its schema allows no other
- * property): `slots` in a lease request, `lease` in a completion.
+ * What a master older than it refuses: the optional request fields `slots` in a lease request and
+ * `lease` in a completion (its schema allows no other property), and the worker stream (it
+ * answers the upgrade 404).
  */
-type OptionalField = "slots" | "lease";
+type Optional = "slots" | "lease" | "stream";
 
 /**
- * After a master refused an optional field, the client sends its requests without it for this
- * long, then offers it again, so that a rolling update that brings the masters in after the
- * workers costs nothing.
+ * After a master refused something optional, the client goes without it for this long, then
+ * offers it again, so that a rolling update that brings the masters in after the workers costs
+ * nothing.
  */
 export const optionalFieldRetryMs = 60_000;
 
@@ -115,9 +104,10 @@ export const optionalFieldRetryMs = 60_000;
 const idListAnswerMaxBytes = 8 * 1024 * 1024;
 
 /**
- * The worker routes over Node's own HTTP client with keep-alive sockets. Measured on loopback
- * (sequential `complete` calls, Node 20), `node:http` took about 0.2 ms a call and the global
- * `fetch` about 0.8 ms; `undici` as a package needs a newer Node than local development runs.
+ * The worker routes as calls on the worker stream (one WebSocket, docs/protocol.md), or, to a
+ * master without it, as HTTP requests over Node's own client with keep-alive sockets. Measured on
+ * loopback (sequential `complete` calls, Node 20), `node:http` took about 0.2 ms a call and the
+ * global `fetch` about 0.8 ms; the stream takes less again (docs/performance.md).
  */
 export class MasterClient implements MasterApi {
   private readonly base: URL;
@@ -127,8 +117,11 @@ export class MasterClient implements MasterApi {
   private readonly requestTimeoutMs: number;
   private readonly leaseAnswerBytesPerTask: number;
   private readonly slots: number | undefined;
-  /** When a master last refused each optional field (`Date.now()`); absent: never. */
-  private readonly refusedAt = new Map<OptionalField, number>();
+  /** When a master last refused each optional thing (`Date.now()`); absent: never. */
+  private readonly refusedAt = new Map<Optional, number>();
+  /** The stream calls go on while it is usable; another is opened when it breaks. */
+  private stream: MasterStream | undefined;
+  private streamOpening: Promise<MasterStream> | undefined;
 
   constructor(options: MasterClientOptions) {
     const { slots } = options;
@@ -206,6 +199,7 @@ export class MasterClient implements MasterApi {
   }
 
   close(): void {
+    this.stream?.close();
     this.agent.destroy();
   }
 
@@ -215,13 +209,13 @@ export class MasterClient implements MasterApi {
   }
 
   /** Whether to send an optional field: never refused, or refused long enough ago to try again. */
-  private offers(field: OptionalField): boolean {
+  private offers(field: Optional): boolean {
     const at = this.refusedAt.get(field);
     return at === undefined || Date.now() - at > optionalFieldRetryMs;
   }
 
   /** Whether `error` is a master refusing `field` as unknown; if so, remembers it. */
-  private refuses(error: unknown, field: OptionalField): boolean {
+  private refuses(error: unknown, field: Optional): boolean {
     const refused =
       error instanceof MasterRejectedError &&
       error.status === 400 &&
@@ -230,12 +224,61 @@ export class MasterClient implements MasterApi {
     return refused;
   }
 
-  /** Sends `payload` (JSON text) and resolves with the parsed answer of a 2xx. */
-  private post(
-    route: string,
+  /**
+   * Sends `payload` (JSON text) to `route` and resolves with the parsed answer of a 2xx: on the
+   * worker stream, or as an HTTP request when the master has none.
+   */
+  private async post(
+    route: WorkerCallName,
     payload: string,
     answerMaxBytes: number,
     waitMs = 0,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
+    // A long poll legitimately stays quiet for waitMs; anything beyond that is a dead peer.
+    const timeoutMs = waitMs + this.requestTimeoutMs;
+    if (this.offers("stream")) {
+      let stream: MasterStream | undefined;
+      try {
+        stream = await this.openStream();
+      } catch (error) {
+        if (!(error instanceof StreamNotOfferedError)) throw error;
+        this.refusedAt.set("stream", Date.now());
+      }
+      if (stream !== undefined) {
+        return stream.call(route, payload, answerMaxBytes, timeoutMs, signal);
+      }
+    }
+    return this.request(route, payload, answerMaxBytes, timeoutMs, signal);
+  }
+
+  /** The stream, opened if there is none or the last one broke; concurrent calls share one. */
+  private async openStream(): Promise<MasterStream> {
+    if (this.stream?.usable) return this.stream;
+    this.streamOpening ??= MasterStream.open({
+      base: this.base,
+      authorization: this.authorization,
+      maxPayload: idListAnswerMaxBytes + this.leaseAnswerLimit(this.slots ?? limits.leaseMax),
+    }).then(
+      (stream) => {
+        this.stream = stream;
+        this.streamOpening = undefined;
+        return stream;
+      },
+      (error: unknown) => {
+        this.streamOpening = undefined;
+        throw error;
+      },
+    );
+    return this.streamOpening;
+  }
+
+  /** `post` as an HTTP request. */
+  private request(
+    route: WorkerCallName,
+    payload: string,
+    answerMaxBytes: number,
+    timeoutMs: number,
     signal?: AbortSignal,
   ): Promise<unknown> {
     const url = new URL(`worker/v1/${route}`, this.base);
@@ -254,8 +297,7 @@ export class MasterClient implements MasterApi {
           "content-length": Buffer.byteLength(payload),
         },
       });
-      // A long poll legitimately stays quiet for waitMs; anything beyond that is a dead peer.
-      request.setTimeout(waitMs + this.requestTimeoutMs, () => {
+      request.setTimeout(timeoutMs, () => {
         request.destroy(new MasterUnavailableError(`POST /worker/v1/${route} timed out`));
       });
       request.on("error", (error) => {
@@ -294,27 +336,10 @@ export class MasterClient implements MasterApi {
             }
             return;
           }
-          const detail = describeError(text);
-          const message = `POST /worker/v1/${route} answered ${status}${detail ? `: ${detail}` : ""}`;
-          // 408 and 429 are the master asking to come back later, like a 5xx.
-          if (status >= 500 || status === 408 || status === 429) {
-            reject(new MasterUnavailableError(message));
-          } else {
-            reject(new MasterRejectedError(message, status));
-          }
+          reject(answerError(`POST /worker/v1/${route}`, status, text));
         });
       });
       request.end(payload);
     });
   }
-}
-
-function describeError(text: string): string {
-  try {
-    const parsed = JSON.parse(text) as { message?: unknown };
-    if (typeof parsed.message === "string") return parsed.message;
-  } catch {
-    // Not JSON: fall through to the raw text.
-  }
-  return text.slice(0, 200);
 }

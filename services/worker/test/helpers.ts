@@ -66,7 +66,7 @@ export function harness() {
     for (const directory of scratchDirectories.splice(0)) rmSync(directory, { recursive: true });
   });
   return {
-    async fakeMaster(options?: { leaseSeconds?: number }) {
+    async fakeMaster(options?: ConstructorParameters<typeof FakeMaster>[0]) {
       const master = await new FakeMaster(options).listen();
       masters.push(master);
       return master;

@@ -1,6 +1,17 @@
 import { limits } from "@taskfleet/protocol/limits";
 import { workerEnv } from "@taskfleet/protocol/worker-env";
 
+/**
+ * How bodies are checked against the schemas below, by Fastify's routes and by the worker stream:
+ * wrong types are errors, not something to coerce; unknown properties are errors, not something
+ * to drop silently.
+ */
+export const ajvOptions = {
+  coerceTypes: false,
+  removeAdditional: false,
+  useDefaults: false,
+} as const;
+
 export const taskTypePattern = "^[a-z0-9][a-z0-9_.:-]*$";
 
 export const taskSpecSchema = {
