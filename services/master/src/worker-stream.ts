@@ -112,7 +112,7 @@ export class WorkerStreams {
     const path = (request.url ?? "").split("?", 1)[0] as string;
     const method = request.method ?? "GET";
     if (path !== WORKER_STREAM_PATH) {
-      // Only where Node lacks `shouldUpgradeCallback` (before 22.21) do other upgrades get here.
+      // Only on a Node without `shouldUpgradeCallback` (see `wants`) do other upgrades get here.
       answerOnSocket(socket, 404, `no route for ${method} ${path} upgrades the connection`);
       return;
     }

@@ -69,7 +69,8 @@ export class MasterStream {
         socket.removeAllListeners("unexpected-response");
         resolve(new MasterStream(socket));
       });
-      socket.once("error", (error) =>
+      // `on`: a refused upgrade may bring a second error as the socket is torn down.
+      socket.on("error", (error) =>
         reject(new MasterUnavailableError(`GET ${WORKER_STREAM_PATH}: ${error.message}`)),
       );
       socket.once("unexpected-response", (_request, response) => {
@@ -79,7 +80,6 @@ export class MasterStream {
           if (chunks.length < 16) chunks.push(chunk);
         });
         response.on("end", () => {
-          socket.terminate();
           const text = Buffer.concat(chunks).toString("utf8");
           let body: unknown = text;
           try {
@@ -93,6 +93,8 @@ export class MasterStream {
           if (status === 401 || status >= 500 || status === 408 || status === 429) {
             reject(answerError(`GET ${WORKER_STREAM_PATH}`, status, body));
           } else reject(new StreamNotOfferedError(`the master answered ${status} to the upgrade`));
+          // After the reject: tearing the socket down brings an error of its own.
+          socket.terminate();
         });
       });
     });
