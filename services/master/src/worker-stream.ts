@@ -83,12 +83,9 @@ export class WorkerStreams {
       clientTracking: false,
     });
     const ajv = new Ajv(ajvOptions);
-    this.validators = {
-      lease: ajv.compile(schemas.lease),
-      renew: ajv.compile(schemas.renew),
-      complete: ajv.compile(schemas.complete),
-      release: ajv.compile(schemas.release),
-    };
+    this.validators = Object.fromEntries(
+      workerCallNames.map((name) => [name, ajv.compile(schemas[name])]),
+    ) as Record<WorkerCallName, ValidateFunction>;
     this.authorize = bearerCheck(options.workerToken);
     this.heartbeat = setInterval(() => {
       for (const stream of this.open.keys()) {
@@ -240,7 +237,9 @@ export class WorkerStreams {
       if (!validate(body)) {
         return refuse(callId, name, 400, formatSchemaError(validate.errors ?? [], "body").message);
       }
-      const controller = name === "lease" ? new AbortController() : undefined;
+      // Only a lease that waits can be withdrawn, or stopped when its stream closes.
+      const waits = name === "lease" && ((body as { waitMs?: number }).waitMs ?? 0) > 0;
+      const controller = waits ? new AbortController() : undefined;
       inFlight.set(callId, controller);
       const started = performance.now();
       this.dispatch(calls, name, body, controller?.signal).then(

@@ -1,5 +1,5 @@
 import * as assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { describe, it, type TestContext } from "node:test";
 import { workerEnv } from "@taskfleet/protocol/worker-env";
 import {
   encodeResult,
@@ -78,136 +78,120 @@ describe("the lease request", () => {
 });
 
 describe("the worker stream", () => {
-  const client = (master: FakeMaster, options: Partial<MasterClientOptions> = {}) =>
-    new MasterClient({ masterUrl: master.url, workerToken: master.token, ...options });
+  /** A client of `master`, closed when the test ends. */
+  const client = (
+    t: TestContext,
+    master: FakeMaster,
+    options: Partial<MasterClientOptions> = {},
+  ) => {
+    const worker = new MasterClient({
+      masterUrl: master.url,
+      workerToken: master.token,
+      ...options,
+    });
+    t.after(() => worker.close());
+    return worker;
+  };
 
-  it("carries every call on one stream, opened once", async () => {
+  it("carries every call on one stream, opened once", async (t) => {
     const master = await fakeMaster();
     const id = master.add("echo", 1);
-    const worker = client(master);
-    try {
-      const [task] = (await worker.lease("test-worker", 1, 0)).tasks;
-      assert.equal(task?.id, id);
-      const lease = { id, leaseId: task?.leaseId as string };
-      assert.deepEqual((await worker.renew("test-worker", [lease])).renewed, [id]);
-      const result = encodeResult({ ...lease, ok: true, resultJson: "2" });
-      const answer = await worker.complete("test-worker", [result], { max: 1 });
-      assert.deepEqual(answer.accepted, [id]);
-      assert.deepEqual(answer.lease?.tasks, []);
-      assert.deepEqual((await worker.release("test-worker", [lease])).released, []);
-      assert.equal(master.tasks.get(id)?.result, 2);
-      assert.deepEqual(
-        master.calls.map((call) => `${call.route} ${call.via}`),
-        ["stream http", "lease stream", "renew stream", "complete stream", "release stream"],
-      );
-    } finally {
-      worker.close();
-    }
+    const worker = client(t, master);
+    const [task] = (await worker.lease("test-worker", 1, 0)).tasks;
+    assert.equal(task?.id, id);
+    const lease = { id, leaseId: task?.leaseId as string };
+    assert.deepEqual((await worker.renew("test-worker", [lease])).renewed, [id]);
+    const result = encodeResult({ ...lease, ok: true, resultJson: "2" });
+    const answer = await worker.complete("test-worker", [result], { max: 1 });
+    assert.deepEqual(answer.accepted, [id]);
+    assert.deepEqual(answer.lease?.tasks, []);
+    assert.deepEqual((await worker.release("test-worker", [lease])).released, []);
+    assert.equal(master.tasks.get(id)?.result, 2);
+    assert.deepEqual(
+      master.calls.map((call) => `${call.route} ${call.via}`),
+      ["stream http", "lease stream", "renew stream", "complete stream", "release stream"],
+    );
   });
 
   it("calls over HTTP to a master without the stream, and offers the stream again later", async (t) => {
     const master = await fakeMaster({ stream: false });
     t.mock.timers.enable({ apis: ["Date"] });
-    const worker = client(master);
-    try {
-      await worker.lease("test-worker", 1, 0);
-      await worker.lease("test-worker", 1, 0);
-      const routes = () => master.calls.map((call) => `${call.route} ${call.via}`);
-      assert.deepEqual(routes(), ["stream http", "lease http", "lease http"]);
-      t.mock.timers.tick(optionalFieldRetryMs + 1);
-      master.offersStream = true;
-      await worker.lease("test-worker", 1, 0);
-      assert.deepEqual(routes().slice(3), ["stream http", "lease stream"]);
-    } finally {
-      worker.close();
-    }
+    const worker = client(t, master);
+    await worker.lease("test-worker", 1, 0);
+    await worker.lease("test-worker", 1, 0);
+    const routes = () => master.calls.map((call) => `${call.route} ${call.via}`);
+    assert.deepEqual(routes(), ["stream http", "lease http", "lease http"]);
+    t.mock.timers.tick(optionalFieldRetryMs + 1);
+    master.offersStream = true;
+    await worker.lease("test-worker", 1, 0);
+    assert.deepEqual(routes().slice(3), ["stream http", "lease stream"]);
   });
 
-  it("fails the calls in flight as unreachable when the stream breaks, and opens another for the next", async () => {
+  it("fails the calls in flight as unreachable when the stream breaks, and opens another for the next", async (t) => {
     const master = await fakeMaster();
     const port = Number(new URL(master.url).port);
-    const worker = client(master);
-    try {
-      const waiting = worker.lease("test-worker", 1, 10_000);
-      await master.until(() => master.callsTo("lease").length === 1);
-      await master.stop();
-      await assert.rejects(waiting, { name: "MasterUnavailableError" });
-      await master.listen(port);
-      const id = master.add("echo", 1);
-      assert.equal((await worker.lease("test-worker", 1, 0)).tasks[0]?.id, id);
-      assert.equal(master.callsTo("stream").length, 2);
-    } finally {
-      worker.close();
-    }
+    const worker = client(t, master);
+    const waiting = worker.lease("test-worker", 1, 10_000);
+    await master.until(() => master.callsTo("lease").length === 1);
+    await master.stop();
+    await assert.rejects(waiting, { name: "MasterUnavailableError" });
+    await master.listen(port);
+    const id = master.add("echo", 1);
+    assert.equal((await worker.lease("test-worker", 1, 0)).tasks[0]?.id, id);
+    assert.equal(master.callsTo("stream").length, 2);
   });
 
-  it("withdraws a waiting lease when its signal aborts: the master is told", async () => {
+  it("withdraws a waiting lease when its signal aborts: the master is told", async (t) => {
     const master = await fakeMaster();
-    const worker = client(master);
-    try {
-      await worker.lease("test-worker", 1, 0);
-      const controller = new AbortController();
-      const waiting = worker.lease("test-worker", 1, 10_000, controller.signal);
-      await master.until(() => master.callsTo("lease").length === 2);
-      controller.abort(new Error("stopping"));
-      await assert.rejects(waiting, /stopping/);
-      await master.until(() => master.cancelled.length === 1);
-      // The stream stays up for the calls after it.
-      await worker.lease("test-worker", 1, 0);
-      assert.equal(master.callsTo("stream").length, 1);
-    } finally {
-      worker.close();
-    }
+    const worker = client(t, master);
+    await worker.lease("test-worker", 1, 0);
+    const controller = new AbortController();
+    const waiting = worker.lease("test-worker", 1, 10_000, controller.signal);
+    await master.until(() => master.callsTo("lease").length === 2);
+    controller.abort(new Error("stopping"));
+    await assert.rejects(waiting, /stopping/);
+    await master.until(() => master.cancelled.length === 1);
+    // The stream stays up for the calls after it.
+    await worker.lease("test-worker", 1, 0);
+    assert.equal(master.callsTo("stream").length, 1);
   });
 
-  it("moves to a new stream when the master is going away, and closes the old one once its calls are answered", async () => {
+  it("moves to a new stream when the master is going away, and closes the old one once its calls are answered", async (t) => {
     const master = await fakeMaster();
-    const worker = client(master);
-    try {
-      const waiting = worker.lease("test-worker", 1, 10_000);
-      await master.until(() => master.callsTo("lease").length === 1);
-      master.goAway();
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      await worker.renew("test-worker", []);
-      assert.equal(master.callsTo("stream").length, 2, "the next call went on a new stream");
-      assert.equal(master.openStreams, 2, "the old stream stays open while its lease waits");
-      const id = master.add("echo", 1);
-      assert.equal((await waiting).tasks[0]?.id, id, "the call in flight is answered");
-      await master.until(() => master.openStreams === 1);
-    } finally {
-      worker.close();
-    }
+    const worker = client(t, master);
+    const waiting = worker.lease("test-worker", 1, 10_000);
+    await master.until(() => master.callsTo("lease").length === 1);
+    master.goAway();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await worker.renew("test-worker", []);
+    assert.equal(master.callsTo("stream").length, 2, "the next call went on a new stream");
+    assert.equal(master.openStreams, 2, "the old stream stays open while its lease waits");
+    const id = master.add("echo", 1);
+    assert.equal((await waiting).tasks[0]?.id, id, "the call in flight is answered");
+    await master.until(() => master.openStreams === 1);
   });
 
-  it("takes a master that does not answer in time for gone, and opens a new stream", async () => {
+  it("takes a master that does not answer in time for gone, and opens a new stream", async (t) => {
     const master = await fakeMaster();
-    const worker = client(master, { requestTimeoutMs: 200 });
-    try {
-      await worker.lease("test-worker", 1, 0);
-      master.answerDelayMs.renew = 1000;
-      await assert.rejects(worker.renew("test-worker", []), {
-        name: "MasterUnavailableError",
-        message: "renew on the worker stream timed out",
-      });
-      delete master.answerDelayMs.renew;
-      await worker.renew("test-worker", []);
-      assert.equal(master.callsTo("stream").length, 2);
-    } finally {
-      worker.close();
-    }
+    const worker = client(t, master, { requestTimeoutMs: 200 });
+    await worker.lease("test-worker", 1, 0);
+    master.answerDelayMs.renew = 1000;
+    await assert.rejects(worker.renew("test-worker", []), {
+      name: "MasterUnavailableError",
+      message: "renew on the worker stream timed out",
+    });
+    delete master.answerDelayMs.renew;
+    await worker.renew("test-worker", []);
+    assert.equal(master.callsTo("stream").length, 2);
   });
 
-  it("reports a refused token on the upgrade as the routes do (401)", async () => {
+  it("reports a refused token on the upgrade as the routes do (401)", async (t) => {
     const master = await fakeMaster();
-    const worker = new MasterClient({ masterUrl: master.url, workerToken: "wrong" });
-    try {
-      await assert.rejects(worker.lease("test-worker", 1, 0), {
-        name: "MasterRejectedError",
-        status: 401,
-        message: "GET /worker/v1/stream answered 401: missing or wrong worker token",
-      });
-    } finally {
-      worker.close();
-    }
+    const worker = client(t, master, { workerToken: "wrong" });
+    await assert.rejects(worker.lease("test-worker", 1, 0), {
+      name: "MasterRejectedError",
+      status: 401,
+      message: "GET /worker/v1/stream answered 401: missing or wrong worker token",
+    });
   });
 });

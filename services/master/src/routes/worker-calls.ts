@@ -54,7 +54,7 @@ export type CallAnswer = { json: string } | { unavailable: string };
  * here already checked against the route's schema (`routes/schemas.ts`).
  */
 export interface WorkerCalls {
-  /** `signal` aborts a lease that waits (its caller went away). */
+  /** `signal` (given for a lease that waits) aborts the wait: its caller went away. */
   lease(
     body: LeaseBody,
     signal: AbortSignal | undefined,
@@ -74,10 +74,7 @@ export function workerCalls(options: WorkerCallsOptions): WorkerCalls {
       // A 503 rather than an empty list: a worker backs off on it instead of polling again at
       // once, and a poll cut short by the shutdown is told apart from one that found no work.
       if (store.draining) return { unavailable: drainingMessage };
-      const tasks = await store.lease(workerId, max, waitMs, {
-        signal: waitMs > 0 ? signal : undefined,
-        slots,
-      });
+      const tasks = await store.lease(workerId, max, waitMs, { signal, slots });
       if (tasks.length === 0 && store.draining) return { unavailable: drainingMessage };
       return { json: await leaseAnswerJson(store, workerId, tasks, log) };
     },
